@@ -1,0 +1,223 @@
+/*
+ * Implementation of the throwaway PostgreSQL in pg.h. Every server command
+ * runs as nobody through runuser; clients connect over 127.0.0.1 as the
+ * superuser "nobody" that initdb created (trust auth, loopback only).
+ * Test-only code: failures abort the test.
+ */
+#include "pg.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dp_test.h"
+
+/* snprintf that fails the test instead of truncating. */
+#define FMT(dst, ...)                                                                              \
+	ck_assert_msg(snprintf((dst), sizeof(dst), __VA_ARGS__) < (int)sizeof(dst), "too long")
+
+int dp_pg_free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(fd, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	socklen_t len = sizeof(a);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static void chown_nobody(const char *path)
+{
+	struct passwd *pw = getpwnam(DP_PG_USER);
+	ck_assert_msg(pw != NULL, "no user %s", DP_PG_USER);
+	ck_assert_msg(chown(path, pw->pw_uid, pw->pw_gid) == 0, "chown %s: %s", path,
+	              strerror(errno));
+}
+
+void dp_pg_mkdtemp(char out[PATH_MAX], const char *tag)
+{
+	dp_test_mkdtemp(out, tag);
+	ck_assert_int_eq(chmod(out, 0755), 0);
+	chown_nobody(out);
+}
+
+static void run_ok(const char *what, const char *cmd)
+{
+	dp_test_result r;
+	int st = dp_test_run(&r, "%s", cmd);
+	ck_assert_msg(st == 0, "%s failed (exit %d): %s\n%s", what, st, r.err, r.out);
+	dp_test_result_free(&r);
+}
+
+void dp_pg_create(dp_pg *pg, const char *extra_conf)
+{
+	memset(pg, 0, sizeof(*pg));
+	dp_pg_mkdtemp(pg->base, "pg");
+	FMT(pg->data, "%s/data", pg->base);
+	FMT(pg->log, "%s/server.log", pg->base);
+	pg->port = dp_pg_free_port();
+
+	char cmd[PATH_MAX * 2];
+	FMT(cmd,
+	    "runuser -u " DP_PG_USER " -- " DP_PG_BIN "/initdb -D '%s' -U " DP_PG_USER
+	    " --data-checksums -E UTF8 --locale=C.UTF-8 -A trust >/dev/null",
+	    pg->data);
+	run_ok("initdb", cmd);
+
+	char conf[PATH_MAX];
+	FMT(conf, "%s/postgresql.conf", pg->data);
+	FILE *f = fopen(conf, "a");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f,
+	        "\n# dp test harness\nlisten_addresses = '127.0.0.1'\nport = %d\n"
+	        "unix_socket_directories = '%s'\narchive_mode = on\nmax_wal_size = 256MB\n"
+	        "shared_buffers = 64MB\nfsync = on\nlog_min_messages = warning\n"
+	        "logging_collector = off\n%s\n",
+	        pg->port, pg->base, extra_conf ? extra_conf : "");
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+void dp_pg_attach(dp_pg *pg, const char *data_dir, int port)
+{
+	memset(pg, 0, sizeof(*pg));
+	FMT(pg->data, "%s", data_dir);
+	FMT(pg->log, "%s.log", data_dir);
+	pg->port = port;
+}
+
+int dp_pg_pid(const dp_pg *pg)
+{
+	char path[PATH_MAX];
+	FMT(path, "%s/postmaster.pid", pg->data);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	long pid = 0;
+	if (fscanf(f, "%ld", &pid) != 1)
+		pid = 0;
+	fclose(f);
+	if (pid <= 0 || kill((pid_t)pid, 0) != 0)
+		return 0;
+	return (int)pid;
+}
+
+bool dp_pg_running(const dp_pg *pg)
+{
+	return dp_pg_pid(pg) > 0;
+}
+
+void dp_pg_start(dp_pg *pg)
+{
+	char cmd[PATH_MAX * 3];
+	FMT(cmd,
+	    "touch '%s' && chown " DP_PG_USER " '%s' && runuser -u " DP_PG_USER " -- " DP_PG_BIN
+	    "/pg_ctl -D '%s' -l '%s' -o '-p %d' -w -t 60 start >/dev/null",
+	    pg->log, pg->log, pg->data, pg->log, pg->port);
+	dp_test_result r;
+	int st = dp_test_run(&r, "%s", cmd);
+	if (st != 0) {
+		dp_test_result lr;
+		dp_test_run(&lr, "tail -n 30 '%s'", pg->log);
+		ck_abort_msg("pg_ctl start %s failed (exit %d): %s\n%s", pg->data, st, r.err,
+		             lr.out);
+	}
+	dp_test_result_free(&r);
+}
+
+void dp_pg_stop(dp_pg *pg)
+{
+	int pid = dp_pg_pid(pg);
+	if (pid <= 0)
+		return;
+	kill(pid, SIGINT); /* fast shutdown */
+	for (int i = 0; i < 600; i++) {
+		if (kill(pid, 0) != 0 && errno == ESRCH)
+			return;
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	kill(pid, SIGQUIT);
+	ck_abort_msg("postgres pid %d did not stop", pid);
+}
+
+static int vsql(const dp_pg *pg, char **out, const char *fmt, va_list ap)
+{
+	char sqlpath[PATH_MAX];
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	snprintf(sqlpath, sizeof(sqlpath), "%s/dp-pg-sql-XXXXXX", tmp);
+	int fd = mkstemp(sqlpath);
+	ck_assert_int_ge(fd, 0);
+	FILE *f = fdopen(fd, "w");
+	ck_assert_ptr_nonnull(f);
+	vfprintf(f, fmt, ap);
+	fputc('\n', f);
+	ck_assert_int_eq(fclose(f), 0);
+
+	dp_test_result r;
+	int st = dp_test_run(
+	    &r,
+	    DP_PG_BIN "/psql -X -A -t -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p %d -U " DP_PG_USER
+	              " -d postgres -f '%s'",
+	    pg->port, sqlpath);
+	unlink(sqlpath);
+	if (st != 0)
+		fprintf(stderr, "psql (port %d) failed: %s\n", pg->port, r.err);
+	size_t n = strlen(r.out);
+	while (n > 0 && r.out[n - 1] == '\n')
+		r.out[--n] = 0;
+	if (out) {
+		*out = r.out;
+		r.out = NULL;
+	}
+	dp_test_result_free(&r);
+	return st;
+}
+
+int dp_pg_sql(const dp_pg *pg, char **out, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int st = vsql(pg, out, fmt, ap);
+	va_end(ap);
+	return st;
+}
+
+char *dp_pg_query(const dp_pg *pg, const char *fmt, ...)
+{
+	char *out = NULL;
+	va_list ap;
+	va_start(ap, fmt);
+	int st = vsql(pg, &out, fmt, ap);
+	va_end(ap);
+	ck_assert_msg(st == 0, "query on port %d failed: %s", pg->port, out ? out : "");
+	return out;
+}
+
+char *dp_pg_checksums(const dp_pg *pg)
+{
+	return dp_pg_query(
+	    pg, "SELECT format('SELECT %%L, count(*), md5(coalesce(string_agg(t::text, "
+	        "''|'' ORDER BY t::text), '''')) FROM %%I.%%I t', relname, schemaname, "
+	        "relname) FROM pg_stat_user_tables ORDER BY schemaname, relname \\gexec");
+}
+
+void dp_pg_destroy(dp_pg *pg)
+{
+	dp_pg_stop(pg);
+	if (pg->base[0])
+		dp_test_rmrf(pg->base);
+	memset(pg, 0, sizeof(*pg));
+}
