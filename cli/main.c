@@ -14,7 +14,7 @@ static const struct {
 	int (*run)(int argc, char **argv);
 	const char *summary;
 } commands[] = {
-	{"repo", dp_cli_repo, "create, check and prune repositories"},
+    {"repo", dp_cli_repo, "create, check and prune repositories"},
 };
 
 static void usage(FILE *f)
@@ -23,8 +23,8 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f, "\n'dp COMMAND --help' describes a command.\n"
-		   "exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase or credentials,\n"
-		   "4 corrupted data, 5 not found, 6 locked\n");
+	           "exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase or credentials,\n"
+	           "4 corrupted data, 5 not found, 6 locked\n");
 }
 
 int main(int argc, char **argv)

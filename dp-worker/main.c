@@ -15,11 +15,11 @@ static const struct {
 	int (*run)(int argc, char **argv);
 	const char *summary;
 } commands[] = {
-	{"push", dp_worker_push, "store a file, a directory tree or stdin as a snapshot"},
-	{"pull", dp_worker_pull, "restore a snapshot to a file, a directory or stdout"},
-	{"ls", dp_worker_ls, "list snapshots"},
-	{"stat", dp_worker_stat, "show one snapshot"},
-	{"rm", dp_worker_rm, "remove snapshots by name or id (prune frees the data)"},
+    {"push", dp_worker_push, "store a file, a directory tree or stdin as a snapshot"},
+    {"pull", dp_worker_pull, "restore a snapshot to a file, a directory or stdout"},
+    {"ls", dp_worker_ls, "list snapshots"},
+    {"stat", dp_worker_stat, "show one snapshot"},
+    {"rm", dp_worker_rm, "remove snapshots by name or id (prune frees the data)"},
 };
 
 static void usage(FILE *f)
@@ -28,8 +28,8 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f, "\n'dp-worker COMMAND --help' describes a command.\n"
-		   "exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase or credentials,\n"
-		   "4 corrupted data, 5 not found, 6 locked\n");
+	           "exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase or credentials,\n"
+	           "4 corrupted data, 5 not found, 6 locked\n");
 }
 
 int main(int argc, char **argv)
@@ -53,6 +53,6 @@ int main(int argc, char **argv)
 		return dp_error_exit_code(rc);
 	}
 	fprintf(stderr, "dp-worker: unknown command \"%s\"; 'dp-worker --help' lists them\n",
-		argv[1]);
+	        argv[1]);
 	return 2;
 }

@@ -6,10 +6,18 @@
 #ifndef DP_WORKER_H
 #define DP_WORKER_H
 
-int dp_worker_push(int argc, char **argv);  /* push.c */
-int dp_worker_pull(int argc, char **argv);  /* pull.c */
-int dp_worker_ls(int argc, char **argv);    /* snapshots.c */
-int dp_worker_stat(int argc, char **argv);  /* snapshots.c */
-int dp_worker_rm(int argc, char **argv);    /* snapshots.c */
+#include "dp/cliopt.h"
+#include "dp/repo.h"
+
+int dp_worker_push(int argc, char **argv); /* push.c */
+int dp_worker_pull(int argc, char **argv); /* pull.c */
+int dp_worker_ls(int argc, char **argv); /* snapshots.c */
+int dp_worker_stat(int argc, char **argv); /* snapshots.c */
+int dp_worker_rm(int argc, char **argv); /* snapshots.c */
+
+/* Opens the repository named by c (--repo/DP_REPO, the S3 flags) with the
+ * passphrase from --passphrase-file/DP_REPO_PASSPHRASE, which is wiped
+ * before this returns, and applies --threads. (open.c) */
+int dp_worker_open_repo(dp_repo **out, const dp_cli *c);
 
 #endif

@@ -1,0 +1,566 @@
+/*
+ * Command-line plumbing shared by every dp binary (see dp/cliopt.h).
+ *
+ * dp_cli_parse builds one getopt_long table from the common flags a command
+ * takes plus its own options, so every binary spells --repo, --threads,
+ * --quiet, --help and the S3 flags the same way and prints the same exit
+ * status table. The passphrase buffer is the only secret handled here; it
+ * is wiped before it is freed. The progress thread only reads atomics and
+ * writes stderr; the caller's thread owns everything else.
+ *
+ * dp/repo.h is included for the layout of struct dp_progress only (a
+ * header dependency; nothing in repos/ is called from here).
+ */
+#include "dp/cliopt.h"
+
+#include <ctype.h>
+#include <strings.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dp/crypto.h"
+#include "dp/error.h"
+#include "dp/repo.h"
+
+enum {
+	OPT_REPO = DP_CLI_OPT_MAX + 1,
+	OPT_PASS,
+	OPT_S3_ENDPOINT,
+	OPT_S3_REGION,
+	OPT_S3_URI_STYLE,
+	OPT_S3_CA_FILE,
+	OPT_S3_CREDS,
+	OPT_THREADS,
+	OPT_QUIET,
+	OPT_JSON,
+	OPT_HELP
+};
+
+static const struct {
+	unsigned flag;
+	struct option opt;
+	const char *arg, *help;
+} common_opts[] = {
+    {DP_CLI_REPO,
+     {"repo", required_argument, NULL, OPT_REPO},
+     "R",
+     "the repository: a path, file:///path or s3://BUCKET/PREFIX (else env DP_REPO)"},
+    {DP_CLI_PASS,
+     {"passphrase-file", required_argument, NULL, OPT_PASS},
+     "F",
+     "read the repository passphrase from the first line of F\n"
+     "(else env DP_REPO_PASSPHRASE; never given as a flag value)"},
+    {DP_CLI_S3,
+     {"s3-endpoint", required_argument, NULL, OPT_S3_ENDPOINT},
+     "URL",
+     "S3 endpoint, e.g. http://127.0.0.1:9000"},
+    {DP_CLI_S3,
+     {"s3-region", required_argument, NULL, OPT_S3_REGION},
+     "REGION",
+     "S3 region (default us-east-1)"},
+    {DP_CLI_S3,
+     {"s3-uri-style", required_argument, NULL, OPT_S3_URI_STYLE},
+     "STYLE",
+     "\"path\" or \"virtual\" bucket addressing"},
+    {DP_CLI_S3,
+     {"s3-ca-file", required_argument, NULL, OPT_S3_CA_FILE},
+     "F",
+     "PEM bundle to verify the S3 endpoint's TLS certificate"},
+    {DP_CLI_S3,
+     {"s3-credentials-file", required_argument, NULL, OPT_S3_CREDS},
+     "F",
+     "AWS-style credentials file (else the AWS_* environment)"},
+    {DP_CLI_THREADS,
+     {"threads", required_argument, NULL, OPT_THREADS},
+     "N",
+     "compress+encrypt threads (default: the number of cores)"},
+    {DP_CLI_QUIET, {"quiet", no_argument, NULL, OPT_QUIET}, NULL, "no progress line"},
+    {DP_CLI_JSON, {"json", no_argument, NULL, OPT_JSON}, NULL, "print the result as JSON"},
+    {0, {"help", no_argument, NULL, OPT_HELP}, NULL, "show this help"},
+};
+#define N_COMMON (sizeof(common_opts) / sizeof(common_opts[0]))
+
+static const char exit_status_text[] =
+    "exit status:\n"
+    "  0 ok, 1 error, 2 usage (bad flags, arguments or input), 3 wrong passphrase\n"
+    "  or credentials, 4 corrupted or unauthenticated data, 5 not found, 6 locked\n";
+
+void dp_cli_help(const dp_cli_cmd *cmd, FILE *f)
+{
+	fprintf(f, "usage: %s %s\n\n", cmd->prog, cmd->synopsis ? cmd->synopsis : "");
+	if (cmd->about && cmd->about[0])
+		fprintf(f, "%s\n", cmd->about);
+	fprintf(f, "common options:\n");
+	for (size_t i = 0; i < N_COMMON; i++) {
+		if (common_opts[i].flag && !(cmd->flags & common_opts[i].flag))
+			continue;
+		char left[64];
+		snprintf(left, sizeof(left), "--%s%s%s", common_opts[i].opt.name,
+		         common_opts[i].arg ? " " : "",
+		         common_opts[i].arg ? common_opts[i].arg : "");
+		/* Continuation lines of the help text are indented under it. */
+		const char *h = common_opts[i].help;
+		fprintf(f, "  %-24s ", left);
+		for (; *h; h++) {
+			fputc(*h, f);
+			if (*h == '\n')
+				fprintf(f, "  %-24s ", "");
+		}
+		fputc('\n', f);
+	}
+	fprintf(f, "\n%s", exit_status_text);
+	if (cmd->examples && cmd->examples[0])
+		fprintf(f, "\nexample%s:\n%s",
+		        strchr(cmd->examples, '\n') && strchr(cmd->examples, '\n')[1] ? "s" : "",
+		        cmd->examples);
+}
+
+int dp_cli_parse(dp_cli *out, const dp_cli_cmd *cmd, int argc, char **argv)
+{
+	memset(out, 0, sizeof(*out));
+	out->bopts.retries = -1;
+
+	struct option table[64];
+	size_t n = 0;
+	for (size_t i = 0; i < N_COMMON; i++)
+		if (!common_opts[i].flag || (cmd->flags & common_opts[i].flag))
+			table[n++] = common_opts[i].opt;
+	for (const struct option *o = cmd->opts; o && o->name; o++) {
+		if (n + 1 >= sizeof(table) / sizeof(table[0]))
+			return dp_error_set(DP_ERROR, "%s: too many options", cmd->prog);
+		table[n++] = *o;
+	}
+	memset(&table[n], 0, sizeof(table[n]));
+
+	/* Unknown or incomplete flags are reported here, not by getopt. */
+	opterr = 0;
+	optind = 0; /* GNU: full re-initialisation */
+	int c;
+	while ((c = getopt_long(argc, argv, ":h", table, NULL)) != -1) {
+		int rc = 0;
+		long v = 0;
+		switch (c) {
+		case 'h':
+		case OPT_HELP:
+			dp_cli_help(cmd, stdout);
+			return DP_CLI_HELP;
+		case OPT_REPO:
+			out->repo = optarg;
+			break;
+		case OPT_PASS:
+			out->passphrase_file = optarg;
+			break;
+		case OPT_S3_ENDPOINT:
+			out->bopts.s3_endpoint = optarg;
+			break;
+		case OPT_S3_REGION:
+			out->bopts.s3_region = optarg;
+			break;
+		case OPT_S3_URI_STYLE:
+			if (strcmp(optarg, "path") != 0 && strcmp(optarg, "virtual") != 0)
+				return dp_error_set(
+				    DP_EUSAGE, "--s3-uri-style \"%s\": use \"path\" or \"virtual\"",
+				    optarg);
+			out->bopts.s3_uri_style = optarg;
+			break;
+		case OPT_S3_CA_FILE:
+			out->bopts.s3_ca_file = optarg;
+			break;
+		case OPT_S3_CREDS:
+			out->bopts.s3_credentials_file = optarg;
+			break;
+		case OPT_THREADS:
+			rc = dp_cli_parse_int(&v, "--threads", optarg, 1, 256);
+			if (rc)
+				return rc;
+			out->threads = (int)v;
+			break;
+		case OPT_QUIET:
+			out->quiet = true;
+			break;
+		case OPT_JSON:
+			out->json = true;
+			break;
+		case ':':
+			return dp_error_set(DP_EUSAGE,
+			                    "option \"%s\" needs a value; '%s --help' says more",
+			                    argv[optind - 1], cmd->prog);
+		case '?':
+			return dp_error_set(DP_EUSAGE,
+			                    "unknown option \"%s\"; '%s --help' lists the options",
+			                    argv[optind - 1], cmd->prog);
+		default:
+			if (!cmd->on_opt)
+				return dp_error_set(DP_ERROR, "%s: option %d has no handler",
+				                    cmd->prog, c);
+			rc = cmd->on_opt(c, optarg, cmd->ctx);
+			if (rc)
+				return rc;
+			break;
+		}
+	}
+	if ((cmd->flags & DP_CLI_REPO) && !out->repo) {
+		const char *env = getenv("DP_REPO");
+		if (env && env[0])
+			out->repo = env;
+	}
+	out->args = argv + optind;
+	out->nargs = argc - optind;
+	if (out->nargs < cmd->min_args)
+		return dp_error_set(DP_EUSAGE,
+		                    "missing argument: usage: %s %s; '%s --help' says more",
+		                    cmd->prog, cmd->synopsis, cmd->prog);
+	if (cmd->max_args >= 0 && out->nargs > cmd->max_args)
+		return dp_error_set(
+		    DP_EUSAGE, "unexpected argument \"%s\": usage: %s %s; '%s --help' says more",
+		    out->args[cmd->max_args], cmd->prog, cmd->synopsis, cmd->prog);
+	return 0;
+}
+
+int dp_cli_need_repo(const dp_cli *c)
+{
+	if (!c->repo || !c->repo[0])
+		return dp_error_set(DP_EUSAGE,
+		                    "no repository: pass --repo R (a path, file:///path or "
+		                    "s3://BUCKET/PREFIX) or set DP_REPO");
+	return 0;
+}
+
+/* ---- passphrase ---- */
+
+int dp_cli_passphrase(char **out, const dp_cli *c)
+{
+	*out = NULL;
+	int rc = 0;
+	FILE *f = NULL;
+	char *p = NULL;
+	size_t cap = 0, len = 0;
+
+	if (c->passphrase_file) {
+		f = fopen(c->passphrase_file, "re");
+		if (!f) {
+			rc = dp_error_errno(
+			    errno == ENOENT || errno == EACCES ? DP_EUSAGE : DP_ERROR, errno,
+			    "cannot read passphrase file \"%s\"", c->passphrase_file);
+			goto out;
+		}
+		/* Grow by hand rather than getline: every buffer that held the
+		 * secret is wiped before it is released. */
+		int ch;
+		while ((ch = fgetc(f)) != EOF && ch != '\n') {
+			if (len + 1 >= cap) {
+				size_t ncap = cap ? cap * 2 : 128;
+				if (ncap > 65536) {
+					rc = dp_error_set(
+					    DP_EUSAGE,
+					    "passphrase file \"%s\": the first line is "
+					    "longer than 64 KiB",
+					    c->passphrase_file);
+					goto out;
+				}
+				char *np = malloc(ncap);
+				if (!np) {
+					rc = dp_error_set(DP_ERROR, "out of memory");
+					goto out;
+				}
+				if (p) {
+					memcpy(np, p, len);
+					dp_wipe(p, cap);
+					free(p);
+				}
+				p = np;
+				cap = ncap;
+			}
+			p[len++] = (char)ch;
+		}
+		if (ferror(f)) {
+			rc = dp_error_errno(DP_ERROR, errno, "cannot read passphrase file \"%s\"",
+			                    c->passphrase_file);
+			goto out;
+		}
+		if (len > 0 && p[len - 1] == '\r')
+			len--;
+		if (len == 0) {
+			rc = dp_error_set(DP_EUSAGE,
+			                  "passphrase file \"%s\" is empty: put the passphrase on "
+			                  "its first line",
+			                  c->passphrase_file);
+			goto out;
+		}
+		p[len] = 0;
+	} else {
+		const char *env = getenv("DP_REPO_PASSPHRASE");
+		if (!env || !env[0]) {
+			rc = dp_error_set(
+			    DP_EUSAGE, "no repository passphrase: set DP_REPO_PASSPHRASE or pass "
+			               "--passphrase-file F");
+			goto out;
+		}
+		len = strlen(env);
+		cap = len + 1;
+		p = malloc(cap);
+		if (!p) {
+			rc = dp_error_set(DP_ERROR, "out of memory");
+			goto out;
+		}
+		memcpy(p, env, cap);
+	}
+	*out = p;
+	p = NULL;
+out:
+	if (f)
+		fclose(f);
+	if (p) {
+		dp_wipe(p, cap);
+		free(p);
+	}
+	return rc;
+}
+
+void dp_cli_passphrase_free(char *p)
+{
+	if (!p)
+		return;
+	dp_wipe(p, strlen(p));
+	free(p);
+}
+
+/* ---- names and numbers ---- */
+
+int dp_cli_check_name(const char *name)
+{
+	size_t len = strlen(name);
+	if (len == 0)
+		return dp_error_set(DP_EUSAGE,
+		                    "empty snapshot name: give a label such as \"db1/base\"");
+	if (len > 255)
+		return dp_error_set(DP_EUSAGE,
+		                    "snapshot name \"%.40s...\" is longer than 255 bytes", name);
+	if (name[0] == '/')
+		return dp_error_set(DP_EUSAGE,
+		                    "snapshot name \"%s\" starts with '/': names are labels, "
+		                    "use e.g. \"%s\"",
+		                    name, name + strspn(name, "/"));
+	for (const char *s = name; *s; s++)
+		if (iscntrl((unsigned char)*s))
+			return dp_error_set(
+			    DP_EUSAGE, "snapshot name \"%s\" contains a control character", name);
+	/* No ".." component anywhere: "..", "../x", "x/..", "x/../y". */
+	for (const char *s = name; s;) {
+		const char *e = strchr(s, '/');
+		size_t n = e ? (size_t)(e - s) : strlen(s);
+		if (n == 2 && s[0] == '.' && s[1] == '.')
+			return dp_error_set(DP_EUSAGE,
+			                    "snapshot name \"%s\" contains \"..\": names may not "
+			                    "climb out of their prefix",
+			                    name);
+		s = e ? e + 1 : NULL;
+	}
+	return 0;
+}
+
+int dp_cli_parse_int(long *out, const char *what, const char *s, long min, long max)
+{
+	char *end = NULL;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max)
+		return dp_error_set(DP_EUSAGE, "%s \"%s\": expected a whole number from %ld to %ld",
+		                    what, s, min, max);
+	*out = v;
+	return 0;
+}
+
+int dp_cli_parse_size(uint64_t *out, const char *what, const char *s, uint64_t min, uint64_t max)
+{
+	char *end = NULL;
+	errno = 0;
+	if (!isdigit((unsigned char)s[0]))
+		goto bad;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		goto bad;
+	uint64_t mult = 1;
+	switch (tolower((unsigned char)*end)) {
+	case 0:
+		break;
+	case 'k':
+		mult = 1ull << 10;
+		break;
+	case 'm':
+		mult = 1ull << 20;
+		break;
+	case 'g':
+		mult = 1ull << 30;
+		break;
+	default:
+		goto bad;
+	}
+	if (*end) {
+		end++;
+		if (strcasecmp(end, "") != 0 && strcasecmp(end, "b") != 0 &&
+		    strcasecmp(end, "ib") != 0)
+			goto bad;
+	}
+	if (v > UINT64_MAX / mult)
+		goto bad;
+	v *= mult;
+	if (v < min || v > max)
+		goto bad;
+	*out = v;
+	return 0;
+bad:;
+	char lo[32], hi[32];
+	dp_cli_fmt_bytes(lo, sizeof(lo), min);
+	dp_cli_fmt_bytes(hi, sizeof(hi), max);
+	return dp_error_set(DP_EUSAGE,
+	                    "%s \"%s\": expected a size from %s to %s, e.g. 4096, 64K or 16M", what,
+	                    s, lo, hi);
+}
+
+void dp_cli_fmt_bytes(char *out, size_t cap, uint64_t n)
+{
+	static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+	if (n < 1024) {
+		snprintf(out, cap, "%" PRIu64 " B", n);
+		return;
+	}
+	double v = (double)n;
+	size_t u = 0;
+	while (v >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(out, cap, v < 10 ? "%.2f %s" : v < 100 ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+void dp_cli_fmt_time(char *out, size_t cap, int64_t t)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	if (!gmtime_r(&tt, &tm) || !strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(out, cap, "%" PRId64, t);
+}
+
+/* ---- progress line ---- */
+
+struct dp_cli_progress {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stop;
+	bool drawn;
+	const struct dp_progress *p;
+	char label[32];
+	struct timespec start;
+};
+
+static double since(const struct timespec *t0)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void draw(struct dp_cli_progress *pr)
+{
+	uint64_t done = atomic_load(&((struct dp_progress *)pr->p)->done);
+	uint64_t stored = atomic_load(&((struct dp_progress *)pr->p)->stored);
+	uint64_t total = atomic_load(&((struct dp_progress *)pr->p)->total);
+	double secs = since(&pr->start);
+	double mbs = secs > 0 ? (double)done / 1e6 / secs : 0;
+	char line[160], b[32];
+	dp_cli_fmt_bytes(b, sizeof(b), done);
+	int n = snprintf(line, sizeof(line), "\r%s  %s  %.1f MB/s", pr->label, b, mbs);
+	if (stored > 0 && n > 0 && (size_t)n < sizeof(line))
+		n += snprintf(line + n, sizeof(line) - (size_t)n, "  dedup %.2fx",
+		              (double)done / (double)stored);
+	if (total > 0 && n > 0 && (size_t)n < sizeof(line)) {
+		double frac = (double)done / (double)total;
+		if (frac > 1)
+			frac = 1;
+		n += snprintf(line + n, sizeof(line) - (size_t)n, "  %3.0f%%", frac * 100);
+		if (mbs > 0 && done < total && (size_t)n < sizeof(line)) {
+			double eta = (double)(total - done) / 1e6 / mbs;
+			n += snprintf(line + n, sizeof(line) - (size_t)n, "  ETA %d:%02d",
+			              (int)eta / 60, (int)eta % 60);
+		}
+	}
+	if (n > 0 && (size_t)n < sizeof(line) - 4) {
+		/* Erase what a longer previous line left behind. */
+		memcpy(line + n, "\033[K", 4);
+		n += 3;
+		ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+		(void)w;
+		pr->drawn = true;
+	}
+}
+
+static void *progress_main(void *arg)
+{
+	struct dp_cli_progress *pr = arg;
+	pthread_mutex_lock(&pr->mu);
+	while (!pr->stop) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 200 * 1000 * 1000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&pr->cv, &pr->mu, &until);
+		if (!pr->stop)
+			draw(pr);
+	}
+	pthread_mutex_unlock(&pr->mu);
+	return NULL;
+}
+
+int dp_cli_progress_start(dp_cli_progress **out, const char *label, const struct dp_progress *p,
+                          bool enabled)
+{
+	*out = NULL;
+	if (!enabled || !p || !isatty(STDERR_FILENO))
+		return 0;
+	struct dp_cli_progress *pr = calloc(1, sizeof(*pr));
+	if (!pr)
+		return dp_error_set(DP_ERROR, "out of memory");
+	pr->p = p;
+	snprintf(pr->label, sizeof(pr->label), "%s", label);
+	clock_gettime(CLOCK_MONOTONIC, &pr->start);
+	pthread_mutex_init(&pr->mu, NULL);
+	pthread_cond_init(&pr->cv, NULL);
+	if (pthread_create(&pr->thread, NULL, progress_main, pr) != 0) {
+		/* A missing progress line is no reason to fail the command. */
+		pthread_mutex_destroy(&pr->mu);
+		pthread_cond_destroy(&pr->cv);
+		free(pr);
+		return 0;
+	}
+	*out = pr;
+	return 0;
+}
+
+void dp_cli_progress_stop(dp_cli_progress *pr)
+{
+	if (!pr)
+		return;
+	pthread_mutex_lock(&pr->mu);
+	pr->stop = true;
+	pthread_cond_signal(&pr->cv);
+	pthread_mutex_unlock(&pr->mu);
+	pthread_join(pr->thread, NULL);
+	if (pr->drawn) {
+		ssize_t w = write(STDERR_FILENO, "\r\033[K", 4);
+		(void)w;
+	}
+	pthread_mutex_destroy(&pr->mu);
+	pthread_cond_destroy(&pr->cv);
+	free(pr);
+}
