@@ -25,7 +25,7 @@ endif
 
 OPT ?= -O2
 SAN ?=
-CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Wshadow -Werror -Wno-missing-field-initializers \
+CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Wshadow -Werror -Wno-missing-field-initializers -Wno-format-truncation \
 	-Iinclude -pthread $(PKG_CFLAGS) $(SAN)
 LDFLAGS := -pthread $(SAN)
 LDLIBS := $(PKG_LIBS) -lm

@@ -80,11 +80,11 @@ int dp_mac_compute(dp_mac *m, uint8_t out[DP_HASH_LEN], const void *data, size_t
 	uint8_t h[DP_HASH_LEN];
 	unsigned int n = 0;
 	int ok = EVP_MD_CTX_copy_ex(m->work, m->inner) == 1 &&
-		 EVP_DigestUpdate(m->work, data, len) == 1 &&
-		 EVP_DigestFinal_ex(m->work, h, &n) == 1 &&
-		 EVP_MD_CTX_copy_ex(m->work, m->outer) == 1 &&
-		 EVP_DigestUpdate(m->work, h, sizeof(h)) == 1 &&
-		 EVP_DigestFinal_ex(m->work, out, &n) == 1;
+	         EVP_DigestUpdate(m->work, data, len) == 1 &&
+	         EVP_DigestFinal_ex(m->work, h, &n) == 1 &&
+	         EVP_MD_CTX_copy_ex(m->work, m->outer) == 1 &&
+	         EVP_DigestUpdate(m->work, h, sizeof(h)) == 1 &&
+	         EVP_DigestFinal_ex(m->work, out, &n) == 1;
 	return ok ? 0 : dp_error_set(DP_ERROR, "hmac-sha256 failed");
 }
 
@@ -111,8 +111,8 @@ int dp_aead_new(dp_aead **out, const uint8_t key[DP_KEY_LEN])
 	a->enc = EVP_CIPHER_CTX_new();
 	a->dec = EVP_CIPHER_CTX_new();
 	int ok = a->enc && a->dec &&
-		 EVP_EncryptInit_ex(a->enc, EVP_aes_256_gcm(), NULL, key, NULL) == 1 &&
-		 EVP_DecryptInit_ex(a->dec, EVP_aes_256_gcm(), NULL, key, NULL) == 1;
+	         EVP_EncryptInit_ex(a->enc, EVP_aes_256_gcm(), NULL, key, NULL) == 1 &&
+	         EVP_DecryptInit_ex(a->dec, EVP_aes_256_gcm(), NULL, key, NULL) == 1;
 	if (!ok) {
 		dp_aead_free(a);
 		return dp_error_set(DP_ERROR, "aes-256-gcm setup failed");
@@ -121,8 +121,7 @@ int dp_aead_new(dp_aead **out, const uint8_t key[DP_KEY_LEN])
 	return 0;
 }
 
-int dp_aead_seal(dp_aead *a, uint8_t *out, const void *in, size_t len, const void *ad,
-		 size_t adlen)
+int dp_aead_seal(dp_aead *a, uint8_t *out, const void *in, size_t len, const void *ad, size_t adlen)
 {
 	int n = 0;
 	if (len > INT32_MAX)
@@ -132,15 +131,14 @@ int dp_aead_seal(dp_aead *a, uint8_t *out, const void *in, size_t len, const voi
 		return rc;
 	uint8_t *ct = out + DP_NONCE_LEN;
 	int ok = EVP_EncryptInit_ex(a->enc, NULL, NULL, NULL, out) == 1 &&
-		 (adlen == 0 || EVP_EncryptUpdate(a->enc, NULL, &n, ad, (int)adlen) == 1) &&
-		 EVP_EncryptUpdate(a->enc, ct, &n, in, (int)len) == 1 &&
-		 EVP_EncryptFinal_ex(a->enc, ct + n, &n) == 1 &&
-		 EVP_CIPHER_CTX_ctrl(a->enc, EVP_CTRL_GCM_GET_TAG, DP_TAG_LEN, ct + len) == 1;
+	         (adlen == 0 || EVP_EncryptUpdate(a->enc, NULL, &n, ad, (int)adlen) == 1) &&
+	         EVP_EncryptUpdate(a->enc, ct, &n, in, (int)len) == 1 &&
+	         EVP_EncryptFinal_ex(a->enc, ct + n, &n) == 1 &&
+	         EVP_CIPHER_CTX_ctrl(a->enc, EVP_CTRL_GCM_GET_TAG, DP_TAG_LEN, ct + len) == 1;
 	return ok ? 0 : dp_error_set(DP_ERROR, "aes-256-gcm encryption failed");
 }
 
-int dp_aead_open(dp_aead *a, uint8_t *out, const void *in, size_t len, const void *ad,
-		 size_t adlen)
+int dp_aead_open(dp_aead *a, uint8_t *out, const void *in, size_t len, const void *ad, size_t adlen)
 {
 	int n = 0;
 	if (len < DP_SEAL_OVERHEAD || len > INT32_MAX)
@@ -172,19 +170,19 @@ void dp_aead_free(dp_aead *a)
 }
 
 int dp_scrypt(uint8_t *out, size_t outlen, const char *pass, size_t passlen, const uint8_t *salt,
-	      size_t saltlen, uint64_t n, uint32_t r, uint32_t p)
+              size_t saltlen, uint64_t n, uint32_t r, uint32_t p)
 {
 	EVP_KDF *kdf = EVP_KDF_fetch(NULL, "SCRYPT", NULL);
 	EVP_KDF_CTX *ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
 	OSSL_PARAM params[] = {
-		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_PASSWORD, (void *)pass, passlen),
-		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, saltlen),
-		OSSL_PARAM_construct_uint64(OSSL_KDF_PARAM_SCRYPT_N, &n),
-		OSSL_PARAM_construct_uint32(OSSL_KDF_PARAM_SCRYPT_R, &r),
-		OSSL_PARAM_construct_uint32(OSSL_KDF_PARAM_SCRYPT_P, &p),
-		OSSL_PARAM_construct_uint64(OSSL_KDF_PARAM_SCRYPT_MAXMEM,
-					    &(uint64_t){1024ull * 1024 * 1024}),
-		OSSL_PARAM_construct_end(),
+	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_PASSWORD, (void *)pass, passlen),
+	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, saltlen),
+	    OSSL_PARAM_construct_uint64(OSSL_KDF_PARAM_SCRYPT_N, &n),
+	    OSSL_PARAM_construct_uint32(OSSL_KDF_PARAM_SCRYPT_R, &r),
+	    OSSL_PARAM_construct_uint32(OSSL_KDF_PARAM_SCRYPT_P, &p),
+	    OSSL_PARAM_construct_uint64(OSSL_KDF_PARAM_SCRYPT_MAXMEM,
+	                                &(uint64_t){1024ull * 1024 * 1024}),
+	    OSSL_PARAM_construct_end(),
 	};
 	int ok = ctx && EVP_KDF_derive(ctx, out, outlen, params) == 1;
 	EVP_KDF_CTX_free(ctx);

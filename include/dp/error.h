@@ -15,13 +15,13 @@
 
 enum {
 	DP_OK = 0,
-	DP_ERROR = -1,    /* anything else: I/O, out of memory, a failed tool */
-	DP_EUSAGE = -2,   /* bad arguments or input from the user */
-	DP_EAUTH = -3,    /* wrong passphrase, rejected credentials */
+	DP_ERROR = -1, /* anything else: I/O, out of memory, a failed tool */
+	DP_EUSAGE = -2, /* bad arguments or input from the user */
+	DP_EAUTH = -3, /* wrong passphrase, rejected credentials */
 	DP_ECORRUPT = -4, /* data failed authentication or does not parse */
 	DP_ENOTFOUND = -5,
 	DP_ELOCKED = -6,
-	DP_EEXIST = -7,   /* exit status 1 */
+	DP_EEXIST = -7, /* exit status 1 */
 	DP_ENOSPACE = -8, /* exit status 1 */
 	DP_ETRANSIENT = -9 /* a retryable transport failure (exit status 1) */
 };
@@ -32,8 +32,7 @@ enum {
 int dp_error_set(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Like dp_error_set, appending ": <strerror(errnum)>". */
-int dp_error_errno(int rc, int errnum, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+int dp_error_errno(int rc, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Prepends "prefix: " to the current message (for context at a boundary
  * that knows more, e.g. the object name). Returns the current code. */

@@ -26,8 +26,8 @@ typedef struct dp_repo dp_repo;
 
 typedef struct dp_repo_init_opts {
 	uint32_t chunk_min, chunk_avg, chunk_max; /* 0: defaults */
-	uint32_t pack_size;                       /* 0: default (16 MiB) */
-	int zstd_level;                           /* 0: default */
+	uint32_t pack_size; /* 0: default (16 MiB) */
+	int zstd_level; /* 0: default */
 } dp_repo_init_opts;
 
 /* Creates a repository. Refuses (DP_EEXIST) if one exists there, changing
@@ -38,8 +38,8 @@ int dp_repo_init(const char *url, const dp_backend_opts *bopts, const dp_repo_in
  * repository at url. */
 int dp_repo_open(dp_repo **out, const char *url, const dp_backend_opts *bopts,
                  const char *passphrase);
-/* The same over a backend made by the caller (tests); takes ownership of b,
- * also on failure. */
+/* The same over a backend made by the caller (tests, the controller's
+ * pre-check). init borrows b; open takes ownership of b, also on failure. */
 int dp_repo_init_backend(dp_backend *b, const dp_repo_init_opts *opts, const char *passphrase,
                          char id_out[DP_ID_HEX]);
 int dp_repo_open_backend(dp_repo **out, dp_backend *b, const char *passphrase);
@@ -47,16 +47,16 @@ void dp_repo_free(dp_repo *r);
 
 const char *dp_repo_id(const dp_repo *r);
 dp_backend *dp_repo_backend(dp_repo *r); /* borrowed */
-void dp_repo_set_threads(dp_repo *r, int n);     /* compress+encrypt workers; 0 = cores */
+void dp_repo_set_threads(dp_repo *r, int n); /* compress+encrypt workers; 0 = cores */
 void dp_repo_set_zstd_level(dp_repo *r, int level); /* overrides config for new blobs */
 void dp_repo_set_lock_wait(dp_repo *r, int seconds); /* wait for a conflicting lock */
 
 /* Live counters of the operation in progress, for a progress line. The
  * caller owns the struct and reads it from any thread. */
 typedef struct dp_progress {
-	_Atomic uint64_t done;   /* logical bytes processed (pushed, pulled, checked) */
+	_Atomic uint64_t done; /* logical bytes processed (pushed, pulled, checked) */
 	_Atomic uint64_t stored; /* bytes newly written to the repository */
-	_Atomic uint64_t total;  /* expected logical bytes, 0 if unknown */
+	_Atomic uint64_t total; /* expected logical bytes, 0 if unknown */
 } dp_progress;
 void dp_repo_set_progress(dp_repo *r, dp_progress *p); /* borrowed; NULL: none */
 
@@ -66,9 +66,9 @@ typedef struct dp_push dp_push;
 
 typedef struct dp_push_result {
 	char id[DP_ID_HEX];
-	uint64_t size;      /* logical bytes */
-	uint64_t stored;    /* bytes added to the repository (packs, index, snapshot) */
-	uint64_t blobs;     /* chunks in the stream */
+	uint64_t size; /* logical bytes */
+	uint64_t stored; /* bytes added to the repository (packs, index, snapshot) */
+	uint64_t blobs; /* chunks in the stream */
 	uint64_t blobs_new; /* chunks not already stored */
 	double seconds;
 } dp_push_result;
@@ -144,7 +144,7 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
                   void *arg);
 
 typedef struct dp_prune_report {
-	uint64_t packs_removed;  /* whole packs no snapshot uses */
+	uint64_t packs_removed; /* whole packs no snapshot uses */
 	uint64_t packs_repacked; /* packs below the fill threshold, rewritten */
 	uint64_t packs_written;
 	uint64_t blobs_removed;

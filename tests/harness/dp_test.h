@@ -15,8 +15,8 @@
 
 typedef struct dp_test_result {
 	int status; /* exit status, or 128+signal */
-	char *out;  /* stdout, NUL-terminated, owned */
-	char *err;  /* stderr, NUL-terminated, owned */
+	char *out; /* stdout, NUL-terminated, owned */
+	char *err; /* stderr, NUL-terminated, owned */
 } dp_test_result;
 
 /* Runs `sh -c CMD` with the arguments formatted in, capturing stdout and

@@ -34,9 +34,9 @@
 
 /* Capability flags: callers test these, never the backend's type. */
 enum {
-	DP_BACKEND_F_RANGE = 1 << 0,    /* get honours off/len without reading the rest */
+	DP_BACKEND_F_RANGE = 1 << 0, /* get honours off/len without reading the rest */
 	DP_BACKEND_F_PARALLEL = 1 << 1, /* puts gain from several in flight (network) */
-	DP_BACKEND_F_LOCAL = 1 << 2     /* objects are files on this host */
+	DP_BACKEND_F_LOCAL = 1 << 2 /* objects are files on this host */
 };
 
 typedef struct dp_backend dp_backend;
@@ -46,9 +46,9 @@ typedef struct dp_backend dp_backend;
 typedef int (*dp_backend_list_cb)(const char *key, uint64_t size, void *arg);
 
 struct dp_backend {
-	unsigned version;  /* DP_BACKEND_VERSION */
+	unsigned version; /* DP_BACKEND_VERSION */
 	unsigned features; /* DP_BACKEND_F_* */
-	const char *name;  /* "posix", "s3": for messages */
+	const char *name; /* "posix", "s3": for messages */
 
 	/* Required. */
 	int (*put)(dp_backend *b, const char *key, const void *data, size_t len);
@@ -77,13 +77,13 @@ struct dp_backend {
  * Secrets are never taken from here: backends read them from the
  * environment or files named here. */
 typedef struct dp_backend_opts {
-	const char *s3_endpoint;   /* URL, e.g. http://127.0.0.1:9000 */
-	const char *s3_region;     /* default us-east-1 */
-	const char *s3_uri_style;  /* "path" or "virtual" */
-	const char *s3_ca_file;    /* PEM bundle for https */
+	const char *s3_endpoint; /* URL, e.g. http://127.0.0.1:9000 */
+	const char *s3_region; /* default us-east-1 */
+	const char *s3_uri_style; /* "path" or "virtual" */
+	const char *s3_ca_file; /* PEM bundle for https */
 	const char *s3_credentials_file; /* AWS-style credentials file */
-	int timeout_ms;            /* per request, 0 = backend default */
-	int retries;               /* extra attempts on transient errors, -1 = default */
+	int timeout_ms; /* per request, 0 = backend default */
+	int retries; /* extra attempts on transient errors, -1 = default */
 } dp_backend_opts;
 
 /* Each transport registers a constructor in the table in repos/backend.c.

@@ -1,0 +1,279 @@
+/*
+ * dp repo check: is every object readable and every reference satisfied?
+ *
+ * Structure (always): each index and snapshot object is read, its id checked
+ * and decrypted; every pack an index names exists and is long enough; every
+ * blob a snapshot names is indexed. With read_data: every indexed pack is
+ * read whole, its id (SHA-256) checked, its header authenticated and every
+ * blob opened and its id recomputed. Packs no index names are reported as
+ * unreferenced (an interrupted push leaves them; prune removes them), which
+ * is not an error. Problems go to the caller's callback, one line each.
+ */
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dp/backend.h"
+#include "dp/error.h"
+#include "format.h"
+
+struct pack_obj {
+	uint8_t id[DP_HASH_LEN];
+	uint64_t size;
+	uint64_t need; /* bytes the index says it has at least */
+	bool indexed;
+};
+
+struct ctx {
+	dp_repo *r;
+	dp_check_report *rep;
+	dp_problem_fn fn;
+	void *arg;
+	struct pack_obj *packs;
+	size_t npacks, cap;
+	char **keys;
+	size_t nkeys, keys_cap;
+};
+
+static void problem(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(struct ctx *c, const char *fmt, ...)
+{
+	char msg[1200];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	c->rep->errors++;
+	if (c->fn)
+		c->fn(msg, c->arg);
+}
+
+static int add_pack(const char *key, uint64_t size, void *arg)
+{
+	struct ctx *c = arg;
+	const char *slash = strrchr(key, '/');
+	uint8_t id[DP_HASH_LEN];
+	if (!slash || dp_unhex(id, sizeof(id), slash + 1) != 0) {
+		problem(c, "unexpected object \"%s\" under data/", key);
+		return 0;
+	}
+	if (c->npacks == c->cap) {
+		size_t cap = c->cap ? 2 * c->cap : 256;
+		void *p = realloc(c->packs, cap * sizeof(*c->packs));
+		if (!p)
+			return dp_error_set(DP_ERROR, "out of memory");
+		c->packs = p;
+		c->cap = cap;
+	}
+	struct pack_obj *o = &c->packs[c->npacks++];
+	memset(o, 0, sizeof(*o));
+	memcpy(o->id, id, DP_HASH_LEN);
+	o->size = size;
+	return 0;
+}
+
+static int add_key(const char *key, uint64_t size, void *arg)
+{
+	(void)size;
+	struct ctx *c = arg;
+	if (c->nkeys == c->keys_cap) {
+		size_t cap = c->keys_cap ? 2 * c->keys_cap : 64;
+		void *p = realloc(c->keys, cap * sizeof(*c->keys));
+		if (!p)
+			return dp_error_set(DP_ERROR, "out of memory");
+		c->keys = p;
+		c->keys_cap = cap;
+	}
+	if (!(c->keys[c->nkeys] = strdup(key)))
+		return dp_error_set(DP_ERROR, "out of memory");
+	c->nkeys++;
+	return 0;
+}
+
+static void free_keys(struct ctx *c)
+{
+	for (size_t i = 0; i < c->nkeys; i++)
+		free(c->keys[i]);
+	free(c->keys);
+	c->keys = NULL;
+	c->nkeys = c->keys_cap = 0;
+}
+
+static int cmp_pack(const void *a, const void *b)
+{
+	return memcmp(a, b, DP_HASH_LEN);
+}
+
+static struct pack_obj *find_pack(struct ctx *c, const uint8_t id[DP_HASH_LEN])
+{
+	return bsearch(id, c->packs, c->npacks, sizeof(*c->packs), cmp_pack);
+}
+
+static int read_pack(struct ctx *c, dp_sealer *s, struct pack_obj *o, dp_buf *buf, uint8_t *raw)
+{
+	char key[100], hex[DP_ID_HEX];
+	uint8_t h[DP_HASH_LEN];
+	dp_blob_loc *locs = NULL;
+	size_t n = 0;
+	dp_pack_key(key, sizeof(key), o->id);
+	dp_buf_reset(buf);
+	int rc = dp_backend_get_all(c->r->b, key, buf);
+	if (rc) {
+		if (rc == DP_ERROR || rc == DP_ETRANSIENT)
+			return rc;
+		problem(c, "pack \"%s\": %s", key, dp_error_last());
+		return 0;
+	}
+	c->rep->bytes_read += buf->len;
+	if (c->r->progress)
+		atomic_fetch_add(&c->r->progress->done, buf->len);
+	dp_sha256(h, buf->data, buf->len);
+	if (memcmp(h, o->id, DP_HASH_LEN) != 0) {
+		dp_hex(hex, h, sizeof(h));
+		problem(c, "pack \"%s\" is corrupted: its content hashes to %.16s...", key, hex);
+		return 0;
+	}
+	if (dp_pack_read_header(c->r, NULL, key, buf->data, buf->len, &locs, &n) != 0) {
+		problem(c, "%s", dp_error_last());
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		c->rep->blobs++;
+		if (locs[i].raw_length > c->r->chunk_max ||
+		    dp_blob_open(s, locs[i].id, buf->data + locs[i].offset, locs[i].length, raw,
+		                 locs[i].raw_length, true) != 0) {
+			dp_hex(hex, locs[i].id, DP_HASH_LEN);
+			problem(c, "pack \"%s\": blob %.16s... at offset %u failed authentication",
+			        key, hex, locs[i].offset);
+		}
+	}
+	free(locs);
+	return 0;
+}
+
+int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_fn problem_fn,
+                  void *arg)
+{
+	dp_check_report local = {0};
+	struct ctx c = {.r = r, .rep = rep ? rep : &local, .fn = problem_fn, .arg = arg};
+	dp_index ix = {0};
+	dp_buf plain = {0}, buf = {0};
+	dp_lock *lock = NULL;
+	dp_sealer *s = NULL;
+	uint8_t *raw = NULL;
+	memset(c.rep, 0, sizeof(*c.rep));
+	int rc = dp_lock_acquire(&lock, r, false, "check");
+	if (rc)
+		return rc;
+
+	if ((rc = r->b->list(r->b, "data/", add_pack, &c)))
+		goto out;
+	if (c.npacks)
+		qsort(c.packs, c.npacks, sizeof(*c.packs), cmp_pack);
+
+	/* Indexes, one by one, so that each bad one is reported. */
+	if ((rc = r->b->list(r->b, "index/", add_key, &c)))
+		goto out;
+	for (size_t i = 0; i < c.nkeys; i++) {
+		c.rep->indexes++;
+		dp_buf_reset(&plain);
+		rc = dp_object_read(r, "index", c.keys[i], &plain);
+		if (rc == 0 && dp_index_decode(&ix, plain.data, plain.len) != 0)
+			rc = dp_error_set(DP_ECORRUPT, "index \"%s\" is malformed", c.keys[i]);
+		if (rc == DP_ERROR || rc == DP_ETRANSIENT)
+			goto out;
+		if (rc)
+			problem(&c, "%s", dp_error_last());
+	}
+	rc = 0;
+	free_keys(&c);
+
+	for (size_t i = 0; i < ix.cap; i++) {
+		const dp_blob_loc *l = &ix.slots[i];
+		if (l->pack == UINT32_MAX)
+			continue;
+		struct pack_obj *o = find_pack(&c, ix.packs[l->pack]);
+		uint64_t end = (uint64_t)l->offset + l->length + 4 + DP_SEAL_OVERHEAD;
+		if (o && end > o->need)
+			o->need = end;
+	}
+	for (size_t i = 0; i < ix.npacks; i++) {
+		char key[100];
+		struct pack_obj *o = find_pack(&c, ix.packs[i]);
+		dp_pack_key(key, sizeof(key), ix.packs[i]);
+		if (!o) {
+			problem(&c, "pack \"%s\" is missing (an index names it)", key);
+			continue;
+		}
+		if (!o->indexed) {
+			o->indexed = true;
+			c.rep->packs++;
+		}
+		if (o->size < o->need)
+			problem(&c, "pack \"%s\" is truncated (%llu bytes, at least %llu expected)",
+			        key, (unsigned long long)o->size, (unsigned long long)o->need);
+	}
+	for (size_t i = 0; i < c.npacks; i++)
+		c.rep->unreferenced_packs += !c.packs[i].indexed;
+
+	/* Snapshots: every blob indexed. */
+	if ((rc = r->b->list(r->b, "snapshots/", add_key, &c)))
+		goto out;
+	for (size_t i = 0; i < c.nkeys; i++) {
+		dp_snapshot snap;
+		const char *id = c.keys[i] + strlen("snapshots/");
+		c.rep->snapshots++;
+		rc = dp_snapshot_load(r, id, &snap);
+		if (rc == DP_ERROR || rc == DP_ETRANSIENT)
+			goto out;
+		if (rc) {
+			problem(&c, "%s", dp_error_last());
+			continue;
+		}
+		size_t missing = 0;
+		for (size_t k = 0; k < snap.n; k++)
+			missing += dp_index_find(&ix, snap.ids[k]) == NULL;
+		if (missing)
+			problem(&c,
+			        "snapshot \"%s\" (\"%s\"): %zu of its %zu blobs are in no index",
+			        id, snap.info.name, missing, snap.n);
+		dp_snapshot_free(&snap);
+	}
+	rc = 0;
+	free_keys(&c);
+
+	if (read_data) {
+		if ((rc = dp_sealer_new(&s, r)))
+			goto out;
+		if (!(raw = malloc(r->chunk_max))) {
+			rc = dp_error_set(DP_ERROR, "out of memory");
+			goto out;
+		}
+		if (r->progress) {
+			uint64_t total = 0;
+			for (size_t i = 0; i < c.npacks; i++)
+				total += c.packs[i].indexed ? c.packs[i].size : 0;
+			atomic_store(&r->progress->total, total);
+		}
+		for (size_t i = 0; i < c.npacks && !rc; i++)
+			if (c.packs[i].indexed)
+				rc = read_pack(&c, s, &c.packs[i], &buf, raw);
+		if (rc)
+			goto out;
+	}
+	if (c.rep->errors)
+		rc = dp_error_set(DP_ECORRUPT, "the repository has %llu problem%s",
+		                  (unsigned long long)c.rep->errors, c.rep->errors == 1 ? "" : "s");
+out:
+	free_keys(&c);
+	free(c.packs);
+	free(raw);
+	dp_sealer_free(s);
+	dp_index_free(&ix);
+	dp_buf_free(&plain);
+	dp_buf_free(&buf);
+	dp_lock_release(lock);
+	return rc;
+}

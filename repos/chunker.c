@@ -1,0 +1,99 @@
+/*
+ * Content-defined chunking, FastCDC style: a gear rolling hash
+ * (fp = fp << 1 + gear[byte]) tested against a mask on its top bits, with
+ * normalised chunking (a harder mask before the average size, an easier one
+ * after) and cut-point skipping (no hashing before the minimum size).
+ *
+ * The gear table is derived from the repository's secret chunker seed, so
+ * chunk boundaries do not reveal content to someone who only sees sizes.
+ * Stateless apart from dp_chunker itself; one dp_chunker per stream.
+ */
+#include <string.h>
+
+#include "format.h"
+
+void dp_chunker_gear(uint64_t gear[256], const uint8_t seed[DP_KEY_LEN])
+{
+	dp_mac *m = NULL;
+	uint8_t h[DP_HASH_LEN];
+	if (dp_mac_new(&m, seed) != 0) {
+		/* Only out of memory gets here; a zero table still chunks (at max
+		 * size), and the caller's next allocation reports the failure. */
+		memset(gear, 0, 256 * sizeof(uint64_t));
+		return;
+	}
+	for (uint32_t i = 0; i < 256 / 4; i++) {
+		uint8_t ctr[4];
+		dp_set_u32(ctr, i);
+		dp_mac_compute(m, h, ctr, sizeof(ctr));
+		for (int j = 0; j < 4; j++)
+			gear[i * 4 + j] = dp_get_u64(h + 8 * j);
+	}
+	dp_wipe(h, sizeof(h));
+	dp_mac_free(m);
+}
+
+static uint64_t top_mask(unsigned bits)
+{
+	if (bits == 0)
+		return 0;
+	if (bits >= 64)
+		return ~0ull;
+	return ((1ull << bits) - 1) << (64 - bits);
+}
+
+void dp_chunker_init(dp_chunker *c, const uint64_t *gear, uint32_t min, uint32_t avg, uint32_t max)
+{
+	unsigned bits = 0;
+	while ((1u << (bits + 1)) <= avg)
+		bits++;
+	*c = (dp_chunker){.gear = gear, .min = min, .avg = avg, .max = max};
+	/* Normalisation level 2, as in the FastCDC paper. */
+	c->mask_s = top_mask(bits + 2);
+	c->mask_l = top_mask(bits > 2 ? bits - 2 : 1);
+}
+
+size_t dp_chunker_next(dp_chunker *c, const uint8_t *p, size_t n, bool *cut)
+{
+	const uint64_t *gear = c->gear;
+	uint64_t fp = c->fp;
+	size_t base = c->len; /* bytes of this chunk before p[0] */
+	size_t i = 0, lim;
+	*cut = false;
+
+	/* Cut-point skipping: nothing before the minimum size is hashed. */
+	if (base < c->min)
+		i = n < c->min - base ? n : c->min - base;
+	/* Before the average size: the harder mask. */
+	lim = base < c->avg ? c->avg - base : 0;
+	if (lim > n)
+		lim = n;
+	for (; i < lim; i++) {
+		fp = (fp << 1) + gear[p[i]];
+		if (!(fp & c->mask_s)) {
+			i++;
+			goto cut;
+		}
+	}
+	/* After it: the easier one, up to the maximum. */
+	lim = base < c->max ? c->max - base : 0;
+	if (lim > n)
+		lim = n;
+	for (; i < lim; i++) {
+		fp = (fp << 1) + gear[p[i]];
+		if (!(fp & c->mask_l)) {
+			i++;
+			goto cut;
+		}
+	}
+	if (base + i >= c->max)
+		goto cut;
+	c->fp = fp;
+	c->len = (uint32_t)(base + i);
+	return i;
+cut:
+	*cut = true;
+	c->fp = 0;
+	c->len = 0;
+	return i;
+}

@@ -1,0 +1,223 @@
+/*
+ * The repository format, and the private interfaces between the files of
+ * repos/. Nothing outside repos/ includes this header.
+ *
+ * A repository is a set of objects on a backend (posix or S3, same layout):
+ *
+ *   config             plaintext JSON, written once by init:
+ *                        {"version":1, "id":"<64 hex>",
+ *                         "chunker":{"min":N,"avg":N,"max":N},
+ *                         "packSize":N, "compression":{"algorithm":"zstd","level":N},
+ *                         "encryption":"aes-256-gcm", "blobId":"hmac-sha256"}
+ *   keys/<id>          plaintext JSON wrapping the master keys:
+ *                        {"kdf":"scrypt","N":..,"r":..,"p":..,"salt":"<b64>",
+ *                         "data":"<b64 sealed(wrap key, master, ad "dp-object:key")>",
+ *                         "created":"<RFC 3339>","host":"..."}
+ *                      wrap key = scrypt(passphrase, salt); master (96 bytes) =
+ *                      encryption key | blob-id MAC key | chunker seed.
+ *   data/XX/<packid>   a pack; XX = first two hex digits of its id
+ *   index/<id>         a sealed index
+ *   snapshots/<id>     a sealed snapshot manifest
+ *   catalog/..., meta/...   small sealed files (dp_repo_put_file)
+ *   locks/<random>     plaintext JSON lock with heartbeat
+ *
+ * "sealed(x, ad)" is AES-256-GCM under the encryption key: nonce(12) | ct | tag(16)
+ * (dp/crypto.h). Objects other than blobs use ad = "dp-object:<type>" where
+ * type is "index", "snapshot", "pack-header", or "file:<key>" for small files,
+ * so one kind of object cannot be passed off as another. Index, snapshot and
+ * pack ids are the SHA-256 of the stored bytes, checked on every read.
+ *
+ * Blob: one chunk of a stream, id = HMAC-SHA256(MAC key, plaintext). Stored as
+ *   sealed(flag(1) | payload, ad = id)   flag 0: payload is the raw bytes,
+ *                                        flag 1: payload is a zstd frame
+ * Binding the id as associated data means a blob moved, swapped or altered
+ * fails authentication; since the binding does not involve the pack, prune can
+ * move sealed blobs between packs without re-encrypting.
+ *
+ * Pack: blob | blob | ... | sealed header | u32 LE length of the sealed header
+ *   header plaintext: n entries of
+ *     type(1, 0 = data) | id(32) | offset u32 | length u32 | raw length u32
+ *
+ * Index plaintext: "DPI1" | u32 npacks | per pack: pack id(32) | u32 n |
+ *   n entries of id(32) | offset u32 | length u32 | raw length u32
+ *   (all integers little endian)
+ *
+ * Snapshot plaintext: "DPS1" | u32 json length | JSON | u64 n |
+ *   n entries of id(32) | raw length u32
+ *   JSON: {"name","kind","host","time","size","blobs","meta":{...}}
+ *
+ * Writes are ordered so that a crash never leaves a reference to something
+ * missing: packs, then the index naming them, then the snapshot naming the
+ * blobs. A pack no index names is an orphan of an interrupted push and is
+ * removed by prune.
+ */
+#ifndef DP_REPOS_FORMAT_H
+#define DP_REPOS_FORMAT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dp/crypto.h"
+#include "dp/repo.h"
+
+#define DP_FORMAT_VERSION 1
+#define DP_DEFAULT_CHUNK_MIN (16u * 1024)
+#define DP_DEFAULT_CHUNK_AVG (64u * 1024)
+#define DP_DEFAULT_CHUNK_MAX (256u * 1024)
+#define DP_DEFAULT_PACK_SIZE (16u * 1024 * 1024)
+#define DP_DEFAULT_ZSTD_LEVEL 3
+#define DP_MASTER_LEN (3 * DP_KEY_LEN)
+#define DP_PACK_ENTRY_LEN (1 + DP_HASH_LEN + 12)
+#define DP_INDEX_ENTRY_LEN (DP_HASH_LEN + 12)
+#define DP_SNAP_ENTRY_LEN (DP_HASH_LEN + 4)
+#define DP_LOCK_STALE_SECONDS 300
+#define DP_LOCK_REFRESH_SECONDS 60
+
+/* ---- the in-memory index: blob id -> location ---- */
+
+typedef struct dp_blob_loc {
+	uint8_t id[DP_HASH_LEN];
+	uint32_t pack; /* index into dp_index.packs */
+	uint32_t offset, length, raw_length;
+} dp_blob_loc;
+
+typedef struct dp_index {
+	dp_blob_loc *slots; /* open addressing; pack == UINT32_MAX marks empty */
+	size_t cap, count;
+	uint8_t (*packs)[DP_HASH_LEN];
+	size_t npacks, packs_cap;
+} dp_index;
+
+int dp_index_add_pack(dp_index *ix, const uint8_t pack_id[DP_HASH_LEN], uint32_t *pack_out);
+/* Adds a blob location unless the id is already present (first wins);
+ * *added tells which. */
+int dp_index_add(dp_index *ix, const dp_blob_loc *loc, bool *added);
+const dp_blob_loc *dp_index_find(const dp_index *ix, const uint8_t id[DP_HASH_LEN]);
+void dp_index_free(dp_index *ix);
+/* Serialises the blobs of ix grouped by pack (index plaintext above). */
+int dp_index_encode(const dp_index *ix, dp_buf *out);
+/* Parses an index plaintext into ix. */
+int dp_index_decode(dp_index *ix, const uint8_t *p, size_t len);
+/* Loads every index/ object of the repository into ix; with ids_out, also
+ * returns the keys of the index objects read (caller frees each and the array). */
+int dp_index_load(dp_repo *r, dp_index *ix, char ***keys_out, size_t *nkeys_out);
+/* Seals and writes ix as a new index object. */
+int dp_index_write(dp_repo *r, const dp_index *ix, uint64_t *bytes_out);
+
+/* ---- the repository handle ---- */
+
+struct dp_repo {
+	dp_backend *b;
+	char id[DP_ID_HEX];
+	uint8_t master[DP_MASTER_LEN];
+	uint32_t chunk_min, chunk_avg, chunk_max, pack_size;
+	int zstd_level;
+	int threads;
+	int lock_wait;
+	uint64_t gear[256];
+	dp_aead *aead; /* for the caller's thread; pipeline threads make their own */
+	dp_progress *progress;
+	char host[256];
+};
+
+static inline const uint8_t *dp_repo_enc_key(const dp_repo *r)
+{
+	return r->master;
+}
+static inline const uint8_t *dp_repo_mac_key(const dp_repo *r)
+{
+	return r->master + DP_KEY_LEN;
+}
+static inline const uint8_t *dp_repo_chunk_seed(const dp_repo *r)
+{
+	return r->master + 2 * DP_KEY_LEN;
+}
+
+/* Sealed objects: seal/open with ad "dp-object:<type>". */
+int dp_object_seal(dp_repo *r, dp_aead *a, const char *type, const void *plain, size_t len,
+                   dp_buf *out);
+int dp_object_open(dp_repo *r, dp_aead *a, const char *type, const char *key, const uint8_t *sealed,
+                   size_t len, dp_buf *out);
+/* Reads a content-addressed object (index, snapshot), checks that its SHA-256
+ * matches the id in its key, and opens it. */
+int dp_object_read(dp_repo *r, const char *type, const char *key, dp_buf *plain);
+/* Seals plain, names it "<dir>/<sha256 hex>" and writes it. */
+int dp_object_write(dp_repo *r, const char *type, const char *dir, const void *plain, size_t len,
+                    char id_out[DP_ID_HEX], uint64_t *bytes_out);
+
+/* Blob sealing (one per thread: zstd contexts are not shared). */
+typedef struct dp_sealer dp_sealer;
+int dp_sealer_new(dp_sealer **out, const dp_repo *r);
+void dp_sealer_free(dp_sealer *s);
+/* Upper bound of a sealed blob of raw_len bytes. */
+size_t dp_blob_sealed_bound(size_t raw_len);
+/* Computes the id of raw, then seals it into out (which has room for
+ * dp_blob_sealed_bound). */
+int dp_blob_id(dp_sealer *s, uint8_t id[DP_HASH_LEN], const void *raw, size_t len);
+int dp_blob_seal(dp_sealer *s, const uint8_t id[DP_HASH_LEN], const void *raw, size_t len,
+                 uint8_t *out, size_t *out_len);
+/* Opens a sealed blob into out (room for raw_len); checks the length and,
+ * with verify_id, recomputes the id. DP_ECORRUPT without a message: the caller
+ * names the object. */
+int dp_blob_open(dp_sealer *s, const uint8_t id[DP_HASH_LEN], const uint8_t *sealed, size_t len,
+                 uint8_t *out, uint32_t raw_len, bool verify_id);
+
+/* Chunker (FastCDC-style gear hash, normalised chunking). Streaming: state
+ * survives across calls. */
+typedef struct dp_chunker {
+	const uint64_t *gear;
+	uint32_t min, avg, max;
+	uint64_t mask_s, mask_l;
+	uint64_t fp;
+	uint32_t len; /* bytes of the current chunk seen so far */
+} dp_chunker;
+void dp_chunker_gear(uint64_t gear[256], const uint8_t seed[DP_KEY_LEN]);
+void dp_chunker_init(dp_chunker *c, const uint64_t *gear, uint32_t min, uint32_t avg, uint32_t max);
+/* Consumes bytes of p up to and including a cut point. Returns how many
+ * bytes belong to the current chunk; *cut says whether the chunk ends there. */
+size_t dp_chunker_next(dp_chunker *c, const uint8_t *p, size_t n, bool *cut);
+
+/* Packs. A dp_packer accumulates sealed blobs and their header entries;
+ * dp_packer_finish appends the sealed header and its length, after which
+ * data holds the whole pack. */
+typedef struct dp_packer {
+	dp_buf data;
+	dp_buf header; /* plaintext header entries */
+	dp_blob_loc *locs;
+	size_t nlocs, cap;
+} dp_packer;
+int dp_packer_add(dp_packer *k, const uint8_t id[DP_HASH_LEN], const uint8_t *sealed, uint32_t len,
+                  uint32_t raw_len);
+int dp_packer_finish(dp_repo *r, dp_aead *a, dp_packer *k);
+void dp_packer_reset(dp_packer *k);
+void dp_packer_free(dp_packer *k);
+int dp_pack_key(char *key, size_t cap, const uint8_t id[DP_HASH_LEN]);
+/* Parses a pack's trailing header; entries appended to out as dp_blob_loc
+ * (pack field left 0). */
+int dp_pack_read_header(dp_repo *r, dp_aead *a, const char *key, const uint8_t *pack, size_t len,
+                        dp_blob_loc **out, size_t *n);
+
+/* Snapshots. */
+typedef struct dp_snapshot {
+	dp_snapshot_info info;
+	size_t n;
+	uint8_t (*ids)[DP_HASH_LEN];
+	uint32_t *raw_lengths;
+} dp_snapshot;
+int dp_snapshot_load(dp_repo *r, const char *id_hex, dp_snapshot *out);
+void dp_snapshot_free(dp_snapshot *s);
+int dp_snapshot_encode(const dp_snapshot_info *info, const uint8_t *entries, size_t n, dp_buf *out);
+/* Resolves name_or_id to a full snapshot id. */
+int dp_snapshot_resolve(dp_repo *r, const char *name_or_id, char id_out[DP_ID_HEX]);
+int dp_validate_name(const char *name);
+
+/* Locks. */
+typedef struct dp_lock dp_lock;
+int dp_lock_acquire(dp_lock **out, dp_repo *r, bool exclusive, const char *what);
+void dp_lock_release(dp_lock *l);
+
+/* Threads for the pipelines: r->threads, or the number of cores. */
+int dp_repo_nthreads(const dp_repo *r);
+
+#endif

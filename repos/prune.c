@@ -1,0 +1,272 @@
+/*
+ * Prune: mark and sweep under the exclusive lock.
+ *
+ * Mark: every blob any snapshot names is live (a snapshot that cannot be read
+ * stops prune: deleting on an incomplete mark would lose data). Sweep, in an
+ * order that is safe at any crash point:
+ *   1. packs whose live fraction is below the threshold are repacked: their
+ *      live blobs are read, authenticated and copied, still sealed (a blob's
+ *      seal does not depend on its pack), into new packs;
+ *   2. one new index naming every live blob where it now is is written;
+ *   3. the old index objects are removed;
+ *   4. packs with no live blob, repacked packs and orphans (packs no index
+ *      names: interrupted pushes) are removed.
+ * A crash before 2 leaves extra packs (orphans, removed next time); between 2
+ * and 3 duplicate index entries (harmless); during 4 some dead packs.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dp/backend.h"
+#include "dp/error.h"
+#include "format.h"
+
+struct pk {
+	uint8_t id[DP_HASH_LEN];
+	uint64_t size, live;
+	bool indexed, keep, repack;
+	uint32_t newidx; /* position in the new index, if kept */
+};
+
+struct ctx {
+	struct pk *v;
+	size_t n, cap;
+};
+
+static int add_pack(const char *key, uint64_t size, void *arg)
+{
+	struct ctx *c = arg;
+	const char *slash = strrchr(key, '/');
+	uint8_t id[DP_HASH_LEN];
+	if (!slash || dp_unhex(id, sizeof(id), slash + 1) != 0)
+		return 0; /* not a pack: leave it alone */
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? 2 * c->cap : 256;
+		void *p = realloc(c->v, cap * sizeof(*c->v));
+		if (!p)
+			return dp_error_set(DP_ERROR, "out of memory");
+		c->v = p;
+		c->cap = cap;
+	}
+	memset(&c->v[c->n], 0, sizeof(c->v[0]));
+	memcpy(c->v[c->n].id, id, DP_HASH_LEN);
+	c->v[c->n++].size = size;
+	return 0;
+}
+
+static int cmp_pk(const void *a, const void *b)
+{
+	return memcmp(a, b, DP_HASH_LEN);
+}
+
+/* Writes the packer's pack and records its blobs in nix. */
+static int flush(dp_repo *r, dp_packer *k, dp_index *nix, dp_prune_report *rep)
+{
+	uint8_t id[DP_HASH_LEN];
+	char key[100];
+	uint32_t pk;
+	if (!k->nlocs)
+		return 0;
+	int rc = dp_packer_finish(r, NULL, k);
+	if (!rc)
+		rc = dp_sha256(id, k->data.data, k->data.len);
+	if (!rc)
+		rc = dp_pack_key(key, sizeof(key), id);
+	if (!rc)
+		rc = r->b->put(r->b, key, k->data.data, k->data.len);
+	if (!rc)
+		rc = dp_index_add_pack(nix, id, &pk);
+	for (size_t i = 0; !rc && i < k->nlocs; i++) {
+		k->locs[i].pack = pk;
+		rc = dp_index_add(nix, &k->locs[i], NULL);
+	}
+	if (!rc)
+		rep->packs_written++;
+	dp_packer_reset(k);
+	return rc;
+}
+
+int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
+{
+	dp_prune_report local = {0};
+	dp_lock *lock = NULL;
+	dp_index used = {0}, ix = {0}, nix = {0};
+	char **ikeys = NULL;
+	size_t nikeys = 0;
+	struct ctx c = {0};
+	dp_snapshot_info *snaps = NULL;
+	size_t nsnaps = 0;
+	dp_packer k = {0};
+	dp_buf buf = {0};
+	dp_sealer *s = NULL;
+	uint8_t *raw = NULL;
+	char key[100];
+	if (!rep)
+		rep = &local;
+	memset(rep, 0, sizeof(*rep));
+	int rc = dp_lock_acquire(&lock, r, true, "prune");
+	if (rc)
+		return rc;
+
+	/* Mark. */
+	if ((rc = dp_snapshot_list(r, &snaps, &nsnaps)))
+		goto out;
+	for (size_t i = 0; i < nsnaps; i++) {
+		dp_snapshot snap;
+		if ((rc = dp_snapshot_load(r, snaps[i].id, &snap))) {
+			dp_error_prefix("prune stopped, nothing was removed");
+			goto out;
+		}
+		for (size_t j = 0; j < snap.n && !rc; j++) {
+			dp_blob_loc l = {.pack = 0};
+			memcpy(l.id, snap.ids[j], DP_HASH_LEN);
+			rc = dp_index_add(&used, &l, NULL);
+		}
+		dp_snapshot_free(&snap);
+		if (rc)
+			goto out;
+	}
+	if ((rc = dp_index_load(r, &ix, &ikeys, &nikeys)))
+		goto out;
+	if ((rc = r->b->list(r->b, "data/", add_pack, &c)))
+		goto out;
+	if (c.n)
+		qsort(c.v, c.n, sizeof(*c.v), cmp_pk);
+	for (size_t i = 0; i < ix.npacks; i++) {
+		struct pk *p = bsearch(ix.packs[i], c.v, c.n, sizeof(*c.v), cmp_pk);
+		if (p)
+			p->indexed = true;
+	}
+	size_t live_blobs = 0;
+	for (size_t i = 0; i < ix.cap; i++) {
+		const dp_blob_loc *l = &ix.slots[i];
+		if (l->pack == UINT32_MAX)
+			continue;
+		if (!dp_index_find(&used, l->id)) {
+			rep->blobs_removed++;
+			continue;
+		}
+		struct pk *p = bsearch(ix.packs[l->pack], c.v, c.n, sizeof(*c.v), cmp_pk);
+		if (!p) {
+			char hex[DP_ID_HEX];
+			dp_hex(hex, ix.packs[l->pack], DP_HASH_LEN);
+			rc = dp_error_set(
+			    DP_ECORRUPT,
+			    "prune stopped, nothing was removed: pack %s holds live data "
+			    "but is missing; run 'dp repo check'",
+			    hex);
+			goto out;
+		}
+		p->live += l->length;
+		live_blobs++;
+	}
+	if (live_blobs < used.count) {
+		rc =
+		    dp_error_set(DP_ECORRUPT,
+		                 "prune stopped, nothing was removed: %zu blobs that snapshots use "
+		                 "are in no index; run 'dp repo check'",
+		                 used.count - live_blobs);
+		goto out;
+	}
+	bool change = nikeys > 1;
+	for (size_t i = 0; i < c.n; i++) {
+		struct pk *p = &c.v[i];
+		p->keep = p->indexed && p->live > 0 &&
+		          (double)p->live >= fill_threshold * (double)p->size;
+		p->repack = p->indexed && p->live > 0 && !p->keep;
+		change |= !p->keep;
+	}
+	change |= rep->blobs_removed > 0;
+	if (!change)
+		goto out;
+
+	/* Sweep 1: repack. */
+	if ((rc = dp_sealer_new(&s, r)))
+		goto out;
+	if (!(raw = malloc(r->chunk_max))) {
+		rc = dp_error_set(DP_ERROR, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < c.n; i++) {
+		if (!c.v[i].keep)
+			continue;
+		if ((rc = dp_index_add_pack(&nix, c.v[i].id, &c.v[i].newidx)))
+			goto out;
+	}
+	for (size_t pi = 0; pi < ix.npacks; pi++) {
+		struct pk *p = bsearch(ix.packs[pi], c.v, c.n, sizeof(*c.v), cmp_pk);
+		if (!p || (!p->keep && !p->repack))
+			continue;
+		if (p->repack) {
+			dp_pack_key(key, sizeof(key), p->id);
+			dp_buf_reset(&buf);
+			if ((rc = dp_backend_get_all(r->b, key, &buf)))
+				goto out;
+			rep->packs_repacked++;
+		}
+		for (size_t i = 0; i < ix.cap; i++) {
+			dp_blob_loc l = ix.slots[i];
+			if (l.pack != pi || !dp_index_find(&used, l.id))
+				continue;
+			if (p->keep) {
+				l.pack = p->newidx;
+				if ((rc = dp_index_add(&nix, &l, NULL)))
+					goto out;
+				continue;
+			}
+			if ((uint64_t)l.offset + l.length > buf.len ||
+			    l.raw_length > r->chunk_max ||
+			    dp_blob_open(s, l.id, buf.data + l.offset, l.length, raw, l.raw_length,
+			                 false) != 0) {
+				rc = dp_error_set(DP_ECORRUPT,
+				                  "prune stopped: pack \"%s\" is corrupted (a live "
+				                  "blob failed authentication); run 'dp repo check "
+				                  "--read-data'",
+				                  key);
+				goto out;
+			}
+			if ((rc = dp_packer_add(&k, l.id, buf.data + l.offset, l.length,
+			                        l.raw_length)))
+				goto out;
+			if (k.data.len >= r->pack_size && (rc = flush(r, &k, &nix, rep)))
+				goto out;
+		}
+	}
+	if ((rc = flush(r, &k, &nix, rep)))
+		goto out;
+
+	/* Sweep 2 and 3: the new index, then the old ones go. */
+	if (nix.count && (rc = dp_index_write(r, &nix, NULL)))
+		goto out;
+	for (size_t i = 0; i < nikeys; i++)
+		if ((rc = r->b->remove(r->b, ikeys[i])))
+			goto out;
+
+	/* Sweep 4: packs. */
+	for (size_t i = 0; i < c.n; i++) {
+		if (c.v[i].keep)
+			continue;
+		dp_pack_key(key, sizeof(key), c.v[i].id);
+		if ((rc = r->b->remove(r->b, key)))
+			goto out;
+		rep->bytes_freed += c.v[i].size;
+		if (!c.v[i].repack)
+			rep->packs_removed++;
+	}
+out:
+	for (size_t i = 0; i < nikeys; i++)
+		free(ikeys[i]);
+	free(ikeys);
+	free(c.v);
+	free(raw);
+	dp_sealer_free(s);
+	dp_packer_free(&k);
+	dp_buf_free(&buf);
+	dp_snapshot_info_free(snaps, nsnaps);
+	dp_index_free(&used);
+	dp_index_free(&ix);
+	dp_index_free(&nix);
+	dp_lock_release(lock);
+	return rc;
+}

@@ -1,0 +1,537 @@
+/*
+ * Push: a byte stream in, a snapshot out. The pipeline:
+ *
+ *   caller thread      chunk (gear hash) and copy each chunk into a job slot
+ *   N worker threads   blob id (HMAC), dedup check, zstd + AES-GCM seal
+ *   committer thread   in stream order: record the id, append new blobs to
+ *                      the open pack; a full pack goes to the upload queue
+ *   M upload threads   hash the pack (its id) and put it on the backend
+ *
+ * Memory is a fixed set of buffers whatever the stream size: K job slots of
+ * one maximum chunk (raw and sealed), M+1 pack buffers of the pack size.
+ * What grows with the stream is the list of blob ids (36 bytes per chunk)
+ * and the index of new blobs (~100 bytes per new chunk), i.e. ~2 MB per GB
+ * at the default 64 KiB chunks.
+ *
+ * One mutex guards the shared state (slot states, sequence counters, pack
+ * pool, upload queue, the pending/written indexes); each stage waits on its
+ * own condition variable. The first error anywhere is kept (code and
+ * message) and stops every stage; the caller gets it from write or commit.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dp/error.h"
+#include "format.h"
+
+enum { JOB_FREE, JOB_FILLED, JOB_WORKING, JOB_DONE };
+
+struct job {
+	uint8_t *raw;
+	size_t len;
+	uint8_t *sealed;
+	size_t sealed_len;
+	uint8_t id[DP_HASH_LEN];
+	bool is_new;
+	int state;
+};
+
+struct pack {
+	dp_packer k;
+	struct pack *next; /* free list / upload queue link */
+};
+
+struct dp_push {
+	dp_repo *r;
+	dp_lock *lock;
+	dp_snapshot_info info;
+	dp_chunker chunker;
+	dp_index known; /* the repository's index when the push began (read only) */
+	dp_index pending; /* ids of blobs this push stores (locations unused) */
+	dp_index written; /* new blobs with their packs, for the new index */
+	struct timespec t0;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv_free, cv_work, cv_done, cv_pack, cv_upload;
+	struct job *jobs;
+	size_t njobs;
+	uint64_t next_fill, next_work, next_commit;
+	struct job *cur; /* being filled by the caller */
+	bool closing; /* no more jobs will come */
+	bool failed;
+	int rc;
+	char err[1024];
+
+	struct pack *packs; /* all pack buffers */
+	size_t npacks;
+	struct pack *free_packs; /* pool */
+	struct pack *uploads, **uploads_tail;
+	bool uploads_closing;
+
+	dp_buf entries; /* snapshot entries, committer only */
+	pthread_t *workers;
+	int nworkers, nuploaders, started_workers, started_uploaders;
+	pthread_t committer;
+	bool committer_started;
+
+	uint64_t size, blobs, blobs_new, stored;
+};
+
+/* Records the calling thread's current error as the push's, once. Call with
+ * mu held. */
+static void fail_locked(dp_push *p, int rc)
+{
+	if (!p->failed) {
+		p->failed = true;
+		p->rc = rc;
+		snprintf(p->err, sizeof(p->err), "%s", dp_error_last());
+	}
+	pthread_cond_broadcast(&p->cv_free);
+	pthread_cond_broadcast(&p->cv_work);
+	pthread_cond_broadcast(&p->cv_done);
+	pthread_cond_broadcast(&p->cv_pack);
+	pthread_cond_broadcast(&p->cv_upload);
+}
+
+static void fail(dp_push *p, int rc)
+{
+	pthread_mutex_lock(&p->mu);
+	fail_locked(p, rc);
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- workers: id, dedup, seal ---- */
+
+static void *worker_main(void *arg)
+{
+	dp_push *p = arg;
+	dp_sealer *s = NULL;
+	int rc = dp_sealer_new(&s, p->r);
+	if (rc) {
+		fail(p, rc);
+		return NULL;
+	}
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		while (!p->failed && p->next_work == p->next_fill && !p->closing)
+			pthread_cond_wait(&p->cv_work, &p->mu);
+		if (p->failed || p->next_work == p->next_fill)
+			break;
+		struct job *j = &p->jobs[p->next_work++ % p->njobs];
+		j->state = JOB_WORKING;
+		pthread_mutex_unlock(&p->mu);
+
+		rc = dp_blob_id(s, j->id, j->raw, j->len);
+		bool is_new = false;
+		pthread_mutex_lock(&p->mu);
+		if (!rc && !dp_index_find(&p->known, j->id)) {
+			dp_blob_loc l = {.pack = 0};
+			memcpy(l.id, j->id, DP_HASH_LEN);
+			rc = dp_index_add(&p->pending, &l, &is_new);
+		}
+		pthread_mutex_unlock(&p->mu);
+		j->is_new = is_new;
+		if (!rc && is_new)
+			rc = dp_blob_seal(s, j->id, j->raw, j->len, j->sealed, &j->sealed_len);
+
+		pthread_mutex_lock(&p->mu);
+		if (rc) {
+			fail_locked(p, rc);
+			break;
+		}
+		j->state = JOB_DONE;
+		pthread_cond_broadcast(&p->cv_done);
+	}
+	pthread_mutex_unlock(&p->mu);
+	dp_sealer_free(s);
+	return NULL;
+}
+
+/* ---- committer: stream order, packing ---- */
+
+/* Seals the header onto the pack and queues it for upload. */
+static int pack_finish(dp_push *p, dp_aead *a, struct pack *k)
+{
+	int rc = dp_packer_finish(p->r, a, &k->k);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&p->mu);
+	k->next = NULL;
+	*p->uploads_tail = k;
+	p->uploads_tail = &k->next;
+	pthread_cond_signal(&p->cv_upload);
+	pthread_mutex_unlock(&p->mu);
+	return 0;
+}
+
+static struct pack *pack_get(dp_push *p)
+{
+	pthread_mutex_lock(&p->mu);
+	while (!p->failed && !p->free_packs)
+		pthread_cond_wait(&p->cv_pack, &p->mu);
+	struct pack *k = p->failed ? NULL : p->free_packs;
+	if (k)
+		p->free_packs = k->next;
+	pthread_mutex_unlock(&p->mu);
+	if (k)
+		dp_packer_reset(&k->k);
+	return k;
+}
+
+static void *committer_main(void *arg)
+{
+	dp_push *p = arg;
+	dp_aead *a = NULL;
+	struct pack *k = NULL;
+	int rc = dp_aead_new(&a, dp_repo_enc_key(p->r));
+	if (rc)
+		goto out;
+	for (;;) {
+		pthread_mutex_lock(&p->mu);
+		struct job *j = &p->jobs[p->next_commit % p->njobs];
+		while (!p->failed && !(p->next_commit < p->next_fill && j->state == JOB_DONE) &&
+		       !(p->closing && p->next_commit == p->next_fill))
+			pthread_cond_wait(&p->cv_done, &p->mu);
+		bool stop = p->failed || p->next_commit == p->next_fill;
+		pthread_mutex_unlock(&p->mu);
+		if (stop)
+			break;
+
+		uint8_t e[DP_SNAP_ENTRY_LEN];
+		memcpy(e, j->id, DP_HASH_LEN);
+		dp_set_u32(e + DP_HASH_LEN, (uint32_t)j->len);
+		if ((rc = dp_buf_append(&p->entries, e, sizeof(e))))
+			goto out;
+		p->size += j->len;
+		p->blobs++;
+		if (j->is_new) {
+			p->blobs_new++;
+			if (!k && !(k = pack_get(p)))
+				break;
+			if ((rc = dp_packer_add(&k->k, j->id, j->sealed, (uint32_t)j->sealed_len,
+			                        (uint32_t)j->len)))
+				goto out;
+			if (k->k.data.len >= p->r->pack_size) {
+				if ((rc = pack_finish(p, a, k)))
+					goto out;
+				k = NULL;
+			}
+		}
+		if (p->r->progress)
+			atomic_fetch_add(&p->r->progress->done, j->len);
+
+		pthread_mutex_lock(&p->mu);
+		j->state = JOB_FREE;
+		p->next_commit++;
+		pthread_cond_broadcast(&p->cv_free);
+		pthread_mutex_unlock(&p->mu);
+	}
+	if (k && k->k.nlocs && !p->failed) {
+		rc = pack_finish(p, a, k);
+		k = NULL;
+	}
+out:
+	pthread_mutex_lock(&p->mu);
+	if (rc)
+		fail_locked(p, rc);
+	if (k) {
+		k->next = p->free_packs;
+		p->free_packs = k;
+	}
+	p->uploads_closing = true;
+	pthread_cond_broadcast(&p->cv_upload);
+	pthread_mutex_unlock(&p->mu);
+	dp_aead_free(a);
+	return NULL;
+}
+
+/* ---- uploaders ---- */
+
+static void *uploader_main(void *arg)
+{
+	dp_push *p = arg;
+	for (;;) {
+		pthread_mutex_lock(&p->mu);
+		while (!p->failed && !p->uploads && !p->uploads_closing)
+			pthread_cond_wait(&p->cv_upload, &p->mu);
+		struct pack *k = p->failed ? NULL : p->uploads;
+		if (k) {
+			p->uploads = k->next;
+			if (!p->uploads)
+				p->uploads_tail = &p->uploads;
+		}
+		pthread_mutex_unlock(&p->mu);
+		if (!k)
+			break;
+
+		uint8_t id[DP_HASH_LEN];
+		char key[100];
+		int rc = dp_sha256(id, k->k.data.data, k->k.data.len);
+		if (!rc)
+			rc = dp_pack_key(key, sizeof(key), id);
+		if (!rc)
+			rc = p->r->b->put(p->r->b, key, k->k.data.data, k->k.data.len);
+
+		pthread_mutex_lock(&p->mu);
+		uint32_t pk;
+		if (!rc)
+			rc = dp_index_add_pack(&p->written, id, &pk);
+		for (size_t i = 0; !rc && i < k->k.nlocs; i++) {
+			k->k.locs[i].pack = pk;
+			rc = dp_index_add(&p->written, &k->k.locs[i], NULL);
+		}
+		if (rc) {
+			fail_locked(p, rc);
+		} else {
+			p->stored += k->k.data.len;
+			if (p->r->progress)
+				atomic_fetch_add(&p->r->progress->stored, k->k.data.len);
+		}
+		k->next = p->free_packs;
+		p->free_packs = k;
+		pthread_cond_broadcast(&p->cv_pack);
+		pthread_mutex_unlock(&p->mu);
+	}
+	return NULL;
+}
+
+/* ---- the caller's side ---- */
+
+static void push_free(dp_push *p)
+{
+	for (size_t i = 0; p->jobs && i < p->njobs; i++) {
+		free(p->jobs[i].raw);
+		free(p->jobs[i].sealed);
+	}
+	free(p->jobs);
+	for (size_t i = 0; p->packs && i < p->npacks; i++)
+		dp_packer_free(&p->packs[i].k);
+	free(p->packs);
+	free(p->workers);
+	dp_index_free(&p->known);
+	dp_index_free(&p->pending);
+	dp_index_free(&p->written);
+	dp_buf_free(&p->entries);
+	free(p->info.meta);
+	dp_lock_release(p->lock);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->cv_free);
+	pthread_cond_destroy(&p->cv_work);
+	pthread_cond_destroy(&p->cv_done);
+	pthread_cond_destroy(&p->cv_pack);
+	pthread_cond_destroy(&p->cv_upload);
+	free(p);
+}
+
+/* Stops the pipeline: no more jobs; waits for every thread. */
+static void push_join(dp_push *p)
+{
+	pthread_mutex_lock(&p->mu);
+	p->closing = true;
+	pthread_cond_broadcast(&p->cv_work);
+	pthread_cond_broadcast(&p->cv_done);
+	pthread_mutex_unlock(&p->mu);
+	for (int i = 0; i < p->started_workers; i++)
+		pthread_join(p->workers[i], NULL);
+	if (p->committer_started)
+		pthread_join(p->committer, NULL);
+	for (int i = 0; i < p->started_uploaders; i++)
+		pthread_join(p->workers[p->nworkers + i], NULL);
+	p->started_workers = p->started_uploaders = 0;
+	p->committer_started = false;
+}
+
+int dp_push_begin(dp_push **out, dp_repo *r, const char *name, const char *kind)
+{
+	int rc = dp_validate_name(name);
+	if (rc)
+		return rc;
+	if (strcmp(kind, "stream") && strcmp(kind, "file") && strcmp(kind, "tree"))
+		return dp_error_set(DP_EUSAGE, "snapshot kind \"%s\" is not stream, file or tree",
+		                    kind);
+	dp_push *p = calloc(1, sizeof(*p));
+	if (!p)
+		return dp_error_set(DP_ERROR, "out of memory");
+	p->r = r;
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv_free, NULL);
+	pthread_cond_init(&p->cv_work, NULL);
+	pthread_cond_init(&p->cv_done, NULL);
+	pthread_cond_init(&p->cv_pack, NULL);
+	pthread_cond_init(&p->cv_upload, NULL);
+	p->uploads_tail = &p->uploads;
+	clock_gettime(CLOCK_MONOTONIC, &p->t0);
+	snprintf(p->info.name, sizeof(p->info.name), "%s", name);
+	snprintf(p->info.kind, sizeof(p->info.kind), "%s", kind);
+	snprintf(p->info.host, sizeof(p->info.host), "%s", r->host);
+	p->info.time = (int64_t)time(NULL);
+	dp_chunker_init(&p->chunker, r->gear, r->chunk_min, r->chunk_avg, r->chunk_max);
+
+	if ((rc = dp_lock_acquire(&p->lock, r, false, "push")))
+		goto fail;
+	if ((rc = dp_index_load(r, &p->known, NULL, NULL)))
+		goto fail;
+
+	p->nworkers = dp_repo_nthreads(r);
+	p->nuploaders = (r->b->features & DP_BACKEND_F_PARALLEL) ? 4 : 2;
+	p->njobs = (size_t)p->nworkers * 4 + 2;
+	p->npacks = (size_t)p->nuploaders + 1;
+	size_t sealed_cap = dp_blob_sealed_bound(r->chunk_max);
+	p->jobs = calloc(p->njobs, sizeof(*p->jobs));
+	p->packs = calloc(p->npacks, sizeof(*p->packs));
+	p->workers = calloc((size_t)(p->nworkers + p->nuploaders), sizeof(*p->workers));
+	if (!p->jobs || !p->packs || !p->workers)
+		goto oom;
+	for (size_t i = 0; i < p->njobs; i++) {
+		p->jobs[i].raw = malloc(r->chunk_max);
+		p->jobs[i].sealed = malloc(sealed_cap);
+		if (!p->jobs[i].raw || !p->jobs[i].sealed)
+			goto oom;
+	}
+	for (size_t i = 0; i < p->npacks; i++) {
+		if (dp_buf_reserve(&p->packs[i].k.data, r->pack_size + sealed_cap + 4096))
+			goto oom;
+		p->packs[i].next = p->free_packs;
+		p->free_packs = &p->packs[i];
+	}
+	for (int i = 0; i < p->nworkers; i++, p->started_workers++)
+		if (pthread_create(&p->workers[i], NULL, worker_main, p) != 0)
+			goto nothread;
+	if (pthread_create(&p->committer, NULL, committer_main, p) != 0)
+		goto nothread;
+	p->committer_started = true;
+	for (int i = 0; i < p->nuploaders; i++, p->started_uploaders++)
+		if (pthread_create(&p->workers[p->nworkers + i], NULL, uploader_main, p) != 0)
+			goto nothread;
+	*out = p;
+	return 0;
+oom:
+	rc = dp_error_set(DP_ERROR, "out of memory setting up the push pipeline");
+	goto fail;
+nothread:
+	rc = dp_error_set(DP_ERROR, "cannot start pipeline threads");
+	fail(p, rc);
+	push_join(p);
+fail:
+	push_free(p);
+	return rc;
+}
+
+int dp_push_set_meta(dp_push *p, const char *json)
+{
+	char *m = strdup(json);
+	if (!m)
+		return dp_error_set(DP_ERROR, "out of memory");
+	free(p->info.meta);
+	p->info.meta = m;
+	return 0;
+}
+
+static int push_error(dp_push *p)
+{
+	pthread_mutex_lock(&p->mu);
+	int rc = p->rc;
+	if (rc)
+		dp_error_restore(rc, p->err);
+	pthread_mutex_unlock(&p->mu);
+	return rc;
+}
+
+/* Hands the filled slot to the workers. */
+static void submit(dp_push *p)
+{
+	pthread_mutex_lock(&p->mu);
+	p->cur->state = JOB_FILLED;
+	p->next_fill++;
+	p->cur = NULL;
+	pthread_cond_signal(&p->cv_work);
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* Waits for the next slot in order to be free. */
+static int take_slot(dp_push *p)
+{
+	pthread_mutex_lock(&p->mu);
+	struct job *j = &p->jobs[p->next_fill % p->njobs];
+	while (!p->failed && j->state != JOB_FREE)
+		pthread_cond_wait(&p->cv_free, &p->mu);
+	bool failed = p->failed;
+	pthread_mutex_unlock(&p->mu);
+	if (failed)
+		return push_error(p);
+	j->len = 0;
+	p->cur = j;
+	return 0;
+}
+
+int dp_push_write(dp_push *p, const void *data, size_t len)
+{
+	const uint8_t *d = data;
+	while (len > 0) {
+		if (!p->cur) {
+			int rc = take_slot(p);
+			if (rc)
+				return rc;
+		}
+		bool cut;
+		size_t k = dp_chunker_next(&p->chunker, d, len, &cut);
+		memcpy(p->cur->raw + p->cur->len, d, k);
+		p->cur->len += k;
+		d += k;
+		len -= k;
+		if (cut)
+			submit(p);
+	}
+	return p->failed ? push_error(p) : 0;
+}
+
+int dp_push_commit(dp_push *p, dp_push_result *res)
+{
+	char id[DP_ID_HEX];
+	dp_buf snap = {0};
+	int rc = 0;
+	if (p->cur && p->cur->len > 0)
+		submit(p);
+	push_join(p);
+	if ((rc = push_error(p)))
+		goto out;
+	if (p->written.count && (rc = dp_index_write(p->r, &p->written, &p->stored)))
+		goto out;
+	p->info.size = p->size;
+	p->info.blobs = p->blobs;
+	if ((rc = dp_snapshot_encode(&p->info, p->entries.data, p->blobs, &snap)))
+		goto out;
+	/* The snapshot last: only now does the backup exist. */
+	if ((rc = dp_object_write(p->r, "snapshot", "snapshots", snap.data, snap.len, id,
+	                          &p->stored)))
+		goto out;
+	if (res) {
+		struct timespec t1;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		memset(res, 0, sizeof(*res));
+		memcpy(res->id, id, DP_ID_HEX);
+		res->size = p->size;
+		res->stored = p->stored;
+		res->blobs = p->blobs;
+		res->blobs_new = p->blobs_new;
+		res->seconds =
+		    (double)(t1.tv_sec - p->t0.tv_sec) + (double)(t1.tv_nsec - p->t0.tv_nsec) / 1e9;
+	}
+out:
+	dp_buf_free(&snap);
+	push_free(p);
+	return rc;
+}
+
+void dp_push_abort(dp_push *p)
+{
+	if (!p)
+		return;
+	fail(p, DP_ERROR);
+	push_join(p);
+	push_free(p);
+}

@@ -1,0 +1,370 @@
+/*
+ * The repository core through its API (dp/repo.h) on a posix repository in
+ * a temp dir: round trips, dedup, authentication, passphrases, locks,
+ * check and prune.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../../harness/backends.h"
+#include "../../harness/dp_test.h"
+#include "../../../repos/format.h"
+#include "dp/backend.h"
+#include "dp/error.h"
+#include "dp/repo.h"
+
+static const char *PASS = "correct horse battery staple";
+static char repo_path[PATH_MAX];
+
+static void setup(void)
+{
+	dp_test_setup();
+	snprintf(repo_path, sizeof(repo_path), "%s/repo", dp_test_dir);
+}
+
+static dp_repo *make_repo(uint32_t avg, uint32_t pack)
+{
+	dp_repo_init_opts o = {.chunk_avg = avg, .pack_size = pack};
+	char id[DP_ID_HEX];
+	ck_assert_msg(dp_repo_init(repo_path, NULL, &o, PASS, id) == 0, "%s", dp_error_last());
+	dp_repo *r = NULL;
+	ck_assert_msg(dp_repo_open(&r, repo_path, NULL, PASS) == 0, "%s", dp_error_last());
+	ck_assert_str_eq(dp_repo_id(r), id);
+	return r;
+}
+
+static uint8_t *make_data(size_t n, uint32_t seed)
+{
+	uint8_t *d = malloc(n + 1);
+	uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+	for (size_t i = 0; i < n; i++) {
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		/* half random, half runs: compressible but not trivially */
+		d[i] = (i / 4096) % 2 ? (uint8_t)s : (uint8_t)('a' + (i / 512) % 7);
+	}
+	return d;
+}
+
+static int push_buf(dp_repo *r, const char *name, const uint8_t *d, size_t n, size_t step,
+                    dp_push_result *res)
+{
+	dp_push *p = NULL;
+	int rc = dp_push_begin(&p, r, name, "stream");
+	if (rc)
+		return rc;
+	for (size_t off = 0; off < n; off += step) {
+		size_t k = n - off < step ? n - off : step;
+		if ((rc = dp_push_write(p, d + off, k))) {
+			dp_push_abort(p);
+			return rc;
+		}
+	}
+	return dp_push_commit(p, res);
+}
+
+static int pull_buf(dp_repo *r, const char *name, uint8_t **out, size_t *n)
+{
+	dp_pull *p = NULL;
+	dp_buf b = {0};
+	uint8_t tmp[100000];
+	int rc = dp_pull_open(&p, r, name);
+	if (rc)
+		return rc;
+	for (;;) {
+		size_t got = 0;
+		if ((rc = dp_pull_read(p, tmp, sizeof(tmp), &got)))
+			break;
+		if (!got)
+			break;
+		dp_buf_append(&b, tmp, got);
+	}
+	dp_pull_close(p);
+	*out = b.data;
+	*n = b.len;
+	return rc;
+}
+
+START_TEST(round_trip_sizes)
+{
+	dp_repo *r = make_repo(4096, 64 * 1024);
+	size_t sizes[] = {0,     1,     1023,  1024,   4095,
+	                  4096,  4097,  16383, 16384,  16385,
+	                  65535, 65536, 65537, 300000, 3 * 1024 * 1024 + 17};
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "s%zu", sizes[i]);
+		uint8_t *d = make_data(sizes[i], (uint32_t)i);
+		dp_push_result res;
+		/* odd write sizes so chunks straddle writes */
+		ck_assert_msg(push_buf(r, name, d, sizes[i], 777, &res) == 0, "%s",
+		              dp_error_last());
+		ck_assert_uint_eq(res.size, sizes[i]);
+		uint8_t *back = NULL;
+		size_t n = 0;
+		ck_assert_msg(pull_buf(r, name, &back, &n) == 0, "%s", dp_error_last());
+		ck_assert_uint_eq(n, sizes[i]);
+		ck_assert(n == 0 || memcmp(back, d, n) == 0);
+		free(back);
+		free(d);
+	}
+	dp_check_report rep;
+	ck_assert_msg(dp_repo_check(r, true, &rep, NULL, NULL) == 0, "%s", dp_error_last());
+	ck_assert_uint_eq(rep.errors, 0);
+	ck_assert_uint_eq(rep.snapshots, sizeof(sizes) / sizeof(sizes[0]));
+	dp_repo_free(r);
+}
+END_TEST
+
+START_TEST(chunk_sizes_bounded)
+{
+	uint64_t gear[256];
+	uint8_t seed[DP_KEY_LEN] = {1, 2, 3};
+	dp_chunker_gear(gear, seed);
+	dp_chunker c;
+	dp_chunker_init(&c, gear, 16384, 65536, 262144);
+	size_t n = 32 * 1024 * 1024, count = 0, cur = 0, min = SIZE_MAX, max = 0;
+	uint8_t *d = make_data(n, 7);
+	for (size_t i = 0; i < n; i++)
+		d[i] ^= (uint8_t)(i * 131); /* make it less regular */
+	size_t off = 0;
+	while (off < n) {
+		bool cut;
+		size_t k = dp_chunker_next(&c, d + off, n - off < 5000 ? n - off : 5000, &cut);
+		off += k;
+		cur += k;
+		if (cut) {
+			count++;
+			min = cur < min ? cur : min;
+			max = cur > max ? cur : max;
+			cur = 0;
+		}
+	}
+	ck_assert_uint_ge(min, 16384);
+	ck_assert_uint_le(max, 262144);
+	double avg = (double)n / (double)count;
+	ck_assert_msg(avg > 40000 && avg < 100000, "average chunk %.0f", avg);
+	free(d);
+}
+END_TEST
+
+START_TEST(dedup_and_insertion)
+{
+	dp_repo *r = make_repo(16384, 1024 * 1024);
+	size_t n = 8 * 1024 * 1024;
+	uint8_t *d = make_data(n, 3);
+	dp_push_result a, b, c;
+	ck_assert(push_buf(r, "a", d, n, 65536, &a) == 0);
+	ck_assert(push_buf(r, "a", d, n, 100000, &b) == 0);
+	ck_assert_uint_eq(b.blobs_new, 0);
+	ck_assert_uint_lt(b.stored, n / 100);
+	/* insert bytes in the middle: only chunks around the edit are new */
+	uint8_t *e = malloc(n + 10);
+	memcpy(e, d, n / 2);
+	memcpy(e + n / 2, "0123456789", 10);
+	memcpy(e + n / 2 + 10, d + n / 2, n / 2);
+	ck_assert(push_buf(r, "b", e, n + 10, 65536, &c) == 0);
+	ck_assert_uint_le(c.blobs_new, 3);
+	/* pull by name takes the newest */
+	uint8_t *back;
+	size_t bn;
+	ck_assert(pull_buf(r, "b", &back, &bn) == 0);
+	ck_assert_uint_eq(bn, n + 10);
+	ck_assert(memcmp(back, e, bn) == 0);
+	free(back);
+	free(d);
+	free(e);
+	dp_repo_free(r);
+}
+END_TEST
+
+START_TEST(wrong_passphrase_and_init_twice)
+{
+	dp_repo *r = make_repo(0, 0);
+	dp_repo_free(r);
+	ck_assert_int_eq(dp_repo_open(&r, repo_path, NULL, "wrong"), DP_EAUTH);
+	ck_assert_ptr_nonnull(strstr(dp_error_last(), "wrong passphrase"));
+	ck_assert_int_eq(dp_repo_init(repo_path, NULL, NULL, "other", NULL), DP_EEXIST);
+	ck_assert_msg(dp_repo_open(&r, repo_path, NULL, PASS) == 0, "init twice changed the repo");
+	dp_repo_free(r);
+	char missing[PATH_MAX];
+	snprintf(missing, sizeof(missing), "%s/nothing", dp_test_dir);
+	ck_assert_int_eq(dp_repo_open(&r, missing, NULL, PASS), DP_ENOTFOUND);
+}
+END_TEST
+
+static int find_pack(const char *key, uint64_t size, void *arg)
+{
+	(void)size;
+	snprintf(arg, PATH_MAX, "%s", key);
+	return 1;
+}
+
+static void problems(const char *msg, void *arg)
+{
+	dp_buf *b = arg;
+	dp_buf_appendf(b, "%s\n", msg);
+}
+
+START_TEST(flipped_byte_fails_authentication)
+{
+	dp_repo *r = make_repo(16384, 4 * 1024 * 1024);
+	size_t n = 2 * 1024 * 1024;
+	uint8_t *d = make_data(n, 5);
+	ck_assert(push_buf(r, "x", d, n, 65536, NULL) == 0);
+	char key[PATH_MAX], path[PATH_MAX + 64];
+	dp_backend *b = dp_repo_backend(r);
+	b->list(b, "data/", find_pack, key);
+	snprintf(path, sizeof(path), "%s/%s", repo_path, key);
+	int fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	uint8_t byte;
+	ck_assert_int_eq(pread(fd, &byte, 1, 1000), 1);
+	byte ^= 0x01;
+	ck_assert_int_eq(pwrite(fd, &byte, 1, 1000), 1);
+	close(fd);
+
+	uint8_t *back;
+	size_t bn;
+	ck_assert_int_eq(pull_buf(r, "x", &back, &bn), DP_ECORRUPT);
+	ck_assert_msg(strstr(dp_error_last(), key) != NULL, "message does not name the pack: %s",
+	              dp_error_last());
+	free(back);
+	dp_buf msgs = {0};
+	ck_assert_int_eq(dp_repo_check(r, false, NULL, problems, &msgs), 0);
+	ck_assert_int_eq(dp_repo_check(r, true, NULL, problems, &msgs), DP_ECORRUPT);
+	ck_assert_msg(strstr((char *)msgs.data, key) != NULL, "%s", (char *)msgs.data);
+	dp_buf_free(&msgs);
+	free(d);
+	dp_repo_free(r);
+}
+END_TEST
+
+START_TEST(missing_index_is_reported)
+{
+	dp_repo *r = make_repo(16384, 1024 * 1024);
+	uint8_t *d = make_data(1000000, 9);
+	ck_assert(push_buf(r, "x", d, 1000000, 65536, NULL) == 0);
+	char key[PATH_MAX], path[PATH_MAX + 64];
+	dp_backend *b = dp_repo_backend(r);
+	b->list(b, "index/", find_pack, key);
+	snprintf(path, sizeof(path), "%s/%s", repo_path, key);
+	ck_assert_int_eq(unlink(path), 0);
+	dp_buf msgs = {0};
+	ck_assert_int_eq(dp_repo_check(r, false, NULL, problems, &msgs), DP_ECORRUPT);
+	ck_assert_ptr_nonnull(strstr((char *)msgs.data, "in no index"));
+	uint8_t *back;
+	size_t bn;
+	ck_assert_int_eq(pull_buf(r, "x", &back, &bn), DP_ECORRUPT);
+	free(back);
+	/* prune must refuse rather than delete live data */
+	ck_assert_int_eq(dp_repo_prune(r, 0.5, NULL), DP_ECORRUPT);
+	dp_buf_free(&msgs);
+	free(d);
+	dp_repo_free(r);
+}
+END_TEST
+
+START_TEST(prune_removes_and_repacks)
+{
+	dp_repo *r = make_repo(16384, 512 * 1024);
+	size_t n = 4 * 1024 * 1024;
+	uint8_t *a = make_data(n, 11), *b = make_data(n, 12);
+	ck_assert(push_buf(r, "a", a, n, 65536, NULL) == 0);
+	ck_assert(push_buf(r, "b", b, n, 65536, NULL) == 0);
+	uint64_t before = dp_test_du(repo_path);
+	size_t removed = 0;
+	ck_assert_int_eq(dp_snapshot_remove(r, "a", &removed), 0);
+	ck_assert_uint_eq(removed, 1);
+	dp_prune_report rep;
+	ck_assert_msg(dp_repo_prune(r, 0.5, &rep) == 0, "%s", dp_error_last());
+	ck_assert_uint_gt(rep.packs_removed, 0);
+	uint64_t after = dp_test_du(repo_path);
+	ck_assert_uint_lt(after, before * 3 / 4);
+	uint8_t *back;
+	size_t bn;
+	ck_assert(pull_buf(r, "b", &back, &bn) == 0);
+	ck_assert(bn == n && memcmp(back, b, n) == 0);
+	free(back);
+	ck_assert_int_eq(dp_repo_check(r, true, NULL, NULL, NULL), 0);
+	/* a second prune has nothing to do */
+	ck_assert_int_eq(dp_repo_prune(r, 0.5, &rep), 0);
+	ck_assert_uint_eq(rep.packs_removed + rep.packs_repacked, 0);
+	free(a);
+	free(b);
+	dp_repo_free(r);
+}
+END_TEST
+
+START_TEST(locks_conflict)
+{
+	dp_repo *r = make_repo(0, 0);
+	dp_push *p = NULL;
+	ck_assert(dp_push_begin(&p, r, "held", "stream") == 0);
+	ck_assert_int_eq(dp_repo_prune(r, 0.5, NULL), DP_ELOCKED);
+	ck_assert_ptr_nonnull(strstr(dp_error_last(), "locked"));
+	dp_push_abort(p);
+	ck_assert_int_eq(dp_repo_prune(r, 0.5, NULL), 0);
+	dp_repo_free(r);
+}
+END_TEST
+
+START_TEST(bad_names)
+{
+	dp_repo *r = make_repo(0, 0);
+	dp_push *p = NULL;
+	const char *bad[] = {"", "/abs", "a/../b", "..", "../x", "a\nb"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_int_eq(dp_push_begin(&p, r, bad[i], "stream"), DP_EUSAGE);
+	ck_assert_int_eq(dp_push_begin(&p, r, "ok", "weird"), DP_EUSAGE);
+	dp_repo_free(r);
+}
+END_TEST
+
+START_TEST(small_files)
+{
+	dp_repo *r = make_repo(0, 0);
+	const char *json = "{\"kind\":\"Backup\"}";
+	ck_assert_int_eq(dp_repo_put_file(r, "catalog/b1.json", json, strlen(json)), 0);
+	dp_buf out = {0};
+	ck_assert_int_eq(dp_repo_get_file(r, "catalog/b1.json", &out), 0);
+	ck_assert_str_eq((char *)out.data, json);
+	ck_assert_int_eq(dp_repo_put_file(r, "index/x", "a", 1), DP_EUSAGE);
+	/* the file is bound to its name: a copy under another name fails */
+	char src[PATH_MAX + 64], dst[PATH_MAX + 64], cmd[3 * PATH_MAX];
+	snprintf(src, sizeof(src), "%s/catalog/b1.json", repo_path);
+	snprintf(dst, sizeof(dst), "%s/catalog/b2.json", repo_path);
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", src, dst);
+	ck_assert_int_eq(system(cmd), 0);
+	dp_buf_reset(&out);
+	ck_assert_int_eq(dp_repo_get_file(r, "catalog/b2.json", &out), DP_ECORRUPT);
+	dp_buf_free(&out);
+	dp_repo_free(r);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("repos/repo");
+	TCase *tc = tcase_create("core");
+	tcase_add_checked_fixture(tc, setup, dp_test_teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, round_trip_sizes);
+	tcase_add_test(tc, chunk_sizes_bounded);
+	tcase_add_test(tc, dedup_and_insertion);
+	tcase_add_test(tc, wrong_passphrase_and_init_twice);
+	tcase_add_test(tc, flipped_byte_fails_authentication);
+	tcase_add_test(tc, missing_index_is_reported);
+	tcase_add_test(tc, prune_removes_and_repacks);
+	tcase_add_test(tc, locks_conflict);
+	tcase_add_test(tc, bad_names);
+	tcase_add_test(tc, small_files);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+DP_TEST_MAIN(suite)
