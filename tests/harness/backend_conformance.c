@@ -637,10 +637,10 @@ void dp_backend_conformance_add(Suite *s, const char *name, dp_backend_factory m
 	}
 	int i = nfactories++;
 	factories[i] = make;
-	char tname[128];
-	snprintf(tname, sizeof(tname), "%s conformance", name);
 	/* check keeps the pointer: the name must outlive the suite. */
-	TCase *tc = tcase_create(strdup(tname));
+	static char tnames[MAX_FACTORIES][128];
+	snprintf(tnames[i], sizeof(tnames[i]), "%s conformance", name);
+	TCase *tc = tcase_create(tnames[i]);
 	tcase_add_checked_fixture(tc, dp_test_setup, dp_test_teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_loop_test(tc, t_put_get, i, i + 1);
