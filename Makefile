@@ -51,7 +51,7 @@ LIB_HARNESS := $(OBJ)/libdpharness.a
 # Link order: dependants first.
 ALL_LIBS := $(LIB_CLI) $(LIB_CTL) $(LIB_WORKER) $(LIB_CATALOG) $(LIB_REPOS) $(LIB_COMMON)
 
-PROGS := $(BIN)/dp $(BIN)/dp-worker $(BIN)/dp-controller
+PROGS := $(BIN)/dp $(BIN)/dp-worker $(if $(wildcard dp-controller/main.c),$(BIN)/dp-controller)
 UNIT_TESTS := $(patsubst %.c,$(OBJ)/%,$(wildcard tests/unit/*/*_test.c tests/unit/*_test.c))
 INTEG_TESTS := $(patsubst %.c,$(OBJ)/%,$(wildcard tests/integration/*_test.c))
 
