@@ -23,8 +23,7 @@ static const struct {
 	dp_backend_open_fn open;
 } transports[] = {
     {"file://", dp_posix_backend_open},
-    /* The S3 transport adds its line here when it lands:
-     * {"s3://", dp_s3_backend_open}, */
+    {"s3://", dp_s3_backend_open},
 };
 
 #define NTRANSPORTS (sizeof(transports) / sizeof(transports[0]))

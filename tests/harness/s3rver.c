@@ -1,0 +1,232 @@
+/*
+ * Starting and stopping a throwaway s3rver for tests (see s3rver.h).
+ * Test-only code. The atexit hook kills only servers started by the
+ * calling process, so forked check children that exit do not touch the
+ * parent's server.
+ */
+#include "s3rver.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_SERVERS 8
+
+static struct {
+	pid_t pid;
+	pid_t owner;
+} servers[MAX_SERVERS];
+static bool hook_set;
+
+static void kill_all(void)
+{
+	for (int i = 0; i < MAX_SERVERS; i++) {
+		if (servers[i].pid > 0 && servers[i].owner == getpid()) {
+			kill(servers[i].pid, SIGKILL);
+			waitpid(servers[i].pid, NULL, 0);
+			servers[i].pid = 0;
+		}
+	}
+}
+
+static void remember(pid_t pid)
+{
+	if (!hook_set) {
+		atexit(kill_all);
+		hook_set = true;
+	}
+	for (int i = 0; i < MAX_SERVERS; i++) {
+		if (servers[i].pid == 0) {
+			servers[i].pid = pid;
+			servers[i].owner = getpid();
+			return;
+		}
+	}
+}
+
+static void forget(pid_t pid)
+{
+	for (int i = 0; i < MAX_SERVERS; i++)
+		if (servers[i].pid == pid)
+			servers[i].pid = 0;
+}
+
+const char *dp_s3rver_script(void)
+{
+	static char path[PATH_MAX];
+	const char *env = getenv("DP_S3RVER_JS");
+	if (env && *env)
+		return access(env, R_OK) == 0 ? env : NULL;
+	char dir[PATH_MAX];
+	if (!getcwd(dir, sizeof(dir)))
+		return NULL;
+	for (;;) {
+		snprintf(path, sizeof(path), "%s/tests/node_modules/s3rver/bin/s3rver.js", dir);
+		if (access(path, R_OK) == 0)
+			return path;
+		char *slash = strrchr(dir, '/');
+		if (!slash || slash == dir)
+			return NULL;
+		*slash = 0;
+	}
+}
+
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		return -1;
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t len = sizeof(a);
+	int port = -1;
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+		port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+static bool port_open(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		return false;
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	bool ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	close(fd);
+	return ok;
+}
+
+void dp_s3rver_env(void)
+{
+	setenv("AWS_ACCESS_KEY_ID", "S3RVER", 1);
+	setenv("AWS_SECRET_ACCESS_KEY", "S3RVER", 1);
+	unsetenv("AWS_SESSION_TOKEN");
+	unsetenv("AWS_PROFILE");
+	unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+	unsetenv("AWS_CONFIG_FILE");
+}
+
+int dp_s3rver_start(dp_s3rver *s, const char *dir, int port, const char *bucket)
+{
+	memset(s, 0, sizeof(*s));
+	const char *js = dp_s3rver_script();
+	if (!js) {
+		fprintf(stderr, "s3rver: tests/node_modules/s3rver is missing: run "
+		                "'bash scripts/install-deps.sh test' (npm install in tests/)\n");
+		return -1;
+	}
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "s3rver: cannot create %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	snprintf(s->dir, sizeof(s->dir), "%s", dir);
+	snprintf(s->log, sizeof(s->log), "%s.log", dir);
+	for (int tries = 0; tries < 5; tries++) {
+		s->port = port > 0 ? port : free_port();
+		if (s->port <= 0) {
+			fprintf(stderr, "s3rver: no free port\n");
+			return -1;
+		}
+		snprintf(s->endpoint, sizeof(s->endpoint), "http://127.0.0.1:%d", s->port);
+		char portstr[16];
+		snprintf(portstr, sizeof(portstr), "%d", s->port);
+		pid_t parent = getpid();
+		pid_t pid = fork();
+		if (pid < 0) {
+			fprintf(stderr, "s3rver: fork: %s\n", strerror(errno));
+			return -1;
+		}
+		if (pid == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			if (getppid() != parent)
+				_exit(127);
+			int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+			if (fd >= 0) {
+				dup2(fd, 1);
+				dup2(fd, 2);
+				close(fd);
+			}
+			int devnull = open("/dev/null", O_RDONLY);
+			if (devnull >= 0)
+				dup2(devnull, 0);
+			const char *argv[16];
+			int n = 0;
+			argv[n++] = "node";
+			argv[n++] = js;
+			argv[n++] = "-d";
+			argv[n++] = dir;
+			argv[n++] = "-a";
+			argv[n++] = "127.0.0.1";
+			argv[n++] = "-p";
+			argv[n++] = portstr;
+			argv[n++] = "--service-endpoint";
+			argv[n++] = "localhost";
+			if (bucket) {
+				argv[n++] = "--configure-bucket";
+				argv[n++] = bucket;
+			}
+			argv[n] = NULL;
+			execvp("node", (char *const *)argv);
+			fprintf(stderr, "s3rver: cannot run node: %s\n", strerror(errno));
+			_exit(127);
+		}
+		s->pid = pid;
+		remember(pid);
+		/* Node takes a few hundred ms to start. */
+		for (int i = 0; i < 300; i++) {
+			int st;
+			if (waitpid(pid, &st, WNOHANG) == pid) {
+				forget(pid);
+				s->pid = 0;
+				break;
+			}
+			if (port_open(s->port))
+				return 0;
+			struct timespec ts = {0, 50 * 1000000L};
+			nanosleep(&ts, NULL);
+		}
+		if (s->pid) {
+			dp_s3rver_stop(s, true);
+			fprintf(stderr, "s3rver: did not listen on port %d within 15 s (log: %s)\n",
+			        s->port, s->log);
+			return -1;
+		}
+		if (port > 0)
+			break; /* a fixed port: do not try another */
+	}
+	fprintf(stderr, "s3rver: exited at start (log: %s)\n", s->log);
+	return -1;
+}
+
+void dp_s3rver_stop(dp_s3rver *s, bool hard)
+{
+	if (s->pid <= 0)
+		return;
+	kill(s->pid, hard ? SIGKILL : SIGTERM);
+	int st;
+	for (int i = 0; i < 100; i++) {
+		if (waitpid(s->pid, &st, WNOHANG) == s->pid)
+			goto done;
+		struct timespec ts = {0, 50 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	kill(s->pid, SIGKILL);
+	waitpid(s->pid, &st, 0);
+done:
+	forget(s->pid);
+	s->pid = 0;
+}
