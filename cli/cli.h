@@ -7,5 +7,9 @@
 #define DP_CLI_H
 
 int dp_cli_repo(int argc, char **argv); /* cmd_repo.c: init, check, prune */
+int dp_cli_apply(int argc, char **argv);    /* cmd_resource.c */
+int dp_cli_get(int argc, char **argv);      /* cmd_resource.c */
+int dp_cli_describe(int argc, char **argv); /* cmd_resource.c */
+int dp_cli_delete(int argc, char **argv);   /* cmd_resource.c */
 
 #endif

@@ -15,6 +15,10 @@ static const struct {
 	const char *summary;
 } commands[] = {
     {"repo", dp_cli_repo, "create, check and prune repositories"},
+    {"apply", dp_cli_apply, "create or update resources from a YAML or JSON file"},
+    {"get", dp_cli_get, "list resources, or show one (-o table|wide|json|yaml)"},
+    {"describe", dp_cli_describe, "show a resource with its status and events"},
+    {"delete", dp_cli_delete, "delete resources from the catalog"},
 };
 
 static void usage(FILE *f)
