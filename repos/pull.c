@@ -70,7 +70,8 @@ static void *fetch_main(void *arg)
 			    "blob %s of snapshot \"%s\" is in no index: the repository "
 			    "lost data (run 'dp repo check')",
 			    hex, p->snap.info.id);
-		} else if (l->raw_length != p->snap.raw_lengths[i]) {
+		} else if (l->raw_length != p->snap.raw_lengths[i] ||
+		           l->raw_length > p->r->chunk_max) {
 			rc = dp_error_set(DP_ECORRUPT,
 			                  "blob %d of snapshot \"%s\": index and "
 			                  "snapshot disagree on its length",
