@@ -639,10 +639,28 @@ int dp_posix_backend_open(dp_backend **out, const char *url, const dp_backend_op
 			return dp_error_set(DP_EUSAGE, "repository path \"%s\" too long", path);
 		path = buf;
 	}
-	size_t len = strlen(path);
-	while (len > 1 && path[len - 1] == '/')
-		len--;
-	if (len == 1)
+	/* Drop empty and "." components so messages show a clean path ("..",
+	 * which depends on symlinks, is kept as given). */
+	char clean[PATH_MAX];
+	size_t len = 0;
+	for (const char *c = path; *c;) {
+		while (*c == '/')
+			c++;
+		size_t n = strcspn(c, "/");
+		if (n == 0 || (n == 1 && c[0] == '.')) {
+			c += n;
+			continue;
+		}
+		if (len + 1 + n >= sizeof(clean))
+			return dp_error_set(DP_EUSAGE, "repository path \"%s\" too long", path);
+		clean[len++] = '/';
+		memcpy(clean + len, c, n);
+		len += n;
+		c += n;
+	}
+	clean[len] = 0;
+	path = clean;
+	if (len == 0)
 		return dp_error_set(DP_EUSAGE,
 		                    "refusing to use \"/\" as a repository: give a directory");
 	if (len + 2 >= PATH_MAX)

@@ -506,6 +506,16 @@ START_TEST(t_addresses)
 	mkpath(dir, "%s/dot", dp_test_dir);
 	check_address("./dot/", dir);
 
+	/* Messages show the path cleaned of "//" and "/./". */
+	dp_backend *b;
+	mkpath(url, "%s//x/./y/", dp_test_dir);
+	ck_assert_int_eq(dp_backend_open(&b, url, NULL), 0);
+	dp_buf out = {0};
+	ck_assert_int_eq(b->get(b, "config", 0, UINT64_MAX, &out), DP_ENOTFOUND);
+	mkpath(dir, "\"%s/x/y\" does not exist", dp_test_dir);
+	ck_assert_msg(strstr(dp_error_last(), dir), "%s", dp_error_last());
+	dp_backend_free(b);
+
 	check_refused("", "no repository");
 	check_refused("ftp://host/x", "\"ftp\" is not known");
 	check_refused("file://otherhost/x", "file:///PATH");
