@@ -389,8 +389,11 @@ static int parse_json(dp_manifest *m, const char *text, size_t len)
 			const char *at = cJSON_GetErrorPtr();
 			if (!at || at < text || at > end)
 				at = p;
-			return dp_error_set(DP_EUSAGE, "%s:%d: bad JSON near \"%.20s\"", m->source,
-			                    line_of(text, at), at);
+			size_t n = 0;
+			while (n < 20 && at + n < end && at[n] != '\n' && at[n] != '\r')
+				n++;
+			return dp_error_set(DP_EUSAGE, "%s:%d: bad JSON near \"%.*s\"", m->source,
+			                    line_of(text, at), (int)n, at);
 		}
 		int line = line_of(text, p);
 		int rc;
