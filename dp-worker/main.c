@@ -20,6 +20,12 @@ static const struct {
     {"ls", dp_worker_ls, "list snapshots"},
     {"stat", dp_worker_stat, "show one snapshot"},
     {"rm", dp_worker_rm, "remove snapshots by name or id (prune frees the data)"},
+    {"stream-push", dp_worker_stream_push, "store stdin with metadata read at its end"},
+    {"wal-push", dp_worker_wal_push, "archive one file (archive_command), idempotently"},
+    {"wal-fetch", dp_worker_wal_fetch, "fetch an archived file (restore_command)"},
+    {"wal-ls", dp_worker_wal_ls, "list an archive's files"},
+    {"put-file", dp_worker_put_file, "store a small metadata file"},
+    {"get-file", dp_worker_get_file, "print a small metadata file"},
 };
 
 static void usage(FILE *f)

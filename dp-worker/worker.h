@@ -14,6 +14,12 @@ int dp_worker_pull(int argc, char **argv); /* pull.c */
 int dp_worker_ls(int argc, char **argv); /* snapshots.c */
 int dp_worker_stat(int argc, char **argv); /* snapshots.c */
 int dp_worker_rm(int argc, char **argv); /* snapshots.c */
+int dp_worker_stream_push(int argc, char **argv); /* wal.c */
+int dp_worker_wal_push(int argc, char **argv); /* wal.c */
+int dp_worker_wal_fetch(int argc, char **argv); /* wal.c */
+int dp_worker_wal_ls(int argc, char **argv); /* wal.c */
+int dp_worker_put_file(int argc, char **argv); /* wal.c */
+int dp_worker_get_file(int argc, char **argv); /* wal.c */
 
 /* Opens the repository named by c (--repo/DP_REPO, the S3 flags) with the
  * passphrase from --passphrase-file/DP_REPO_PASSPHRASE, which is wiped

@@ -214,6 +214,85 @@ char *dp_pg_checksums(const dp_pg *pg)
 	        "relname) FROM pg_stat_user_tables ORDER BY schemaname, relname \\gexec");
 }
 
+const char *dp_pg_scripts(void)
+{
+	static char dir[PATH_MAX];
+	if (!dir[0]) {
+		const char *m = getenv("DP_METHODS_DIR");
+		char cwd[PATH_MAX];
+		ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
+		if (m)
+			FMT(dir, "%s/postgresql/scripts", m);
+		else
+			FMT(dir, "%s/methods/postgresql/scripts", cwd);
+		char probe[PATH_MAX];
+		FMT(probe, "%s/lib.sh", dir);
+		ck_assert_msg(access(probe, R_OK) == 0, "method scripts not found in %s", dir);
+	}
+	return dir;
+}
+
+void dp_pg_repo_init(char out[PATH_MAX])
+{
+	char dir[PATH_MAX];
+	dp_pg_mkdtemp(dir, "pgrepo");
+	ck_assert_int_lt(snprintf(out, PATH_MAX, "%s/repo", dir), PATH_MAX);
+	setenv("DP_REPO", out, 1);
+	setenv("DP_REPO_PASSPHRASE", "pg-test-passphrase", 1);
+	setenv("DP_WORKER", dp_test_bin("dp-worker"), 1);
+	setenv("DP_PG_BIN", DP_PG_BIN, 1);
+	char cmd[PATH_MAX * 2];
+	FMT(cmd, "runuser -u " DP_PG_USER " -- '%s' repo init --repo '%s' >/dev/null",
+	    dp_test_bin("dp"), out);
+	run_ok("dp repo init", cmd);
+}
+
+static int vscript(dp_test_result *r, const dp_pg *pg, bool root, const char *fmt, va_list ap)
+{
+	char body[8192];
+	ck_assert_int_lt(vsnprintf(body, sizeof(body), fmt, ap), (int)sizeof(body));
+	setenv("S", dp_pg_scripts(), 1);
+	setenv("DP_DB_HOST", "127.0.0.1", 1);
+	setenv("DP_DB_USER", DP_PG_USER, 1);
+	char port[16];
+	snprintf(port, sizeof(port), "%d", pg->port);
+	setenv("DP_DB_PORT", port, 1);
+	setenv("DP_DATA_DIR", pg->data, 1);
+	/* The script body goes through a file so that quoting stays simple. */
+	char path[PATH_MAX];
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	FMT(path, "%s/dp-pg-script-XXXXXX", tmp);
+	int fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	FILE *f = fdopen(fd, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "cd / || exit 99\n%s\n", body);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(chmod(path, 0644), 0);
+	int st = root ? dp_test_run(r, "bash '%s'", path)
+	              : dp_test_run(r, "runuser -u " DP_PG_USER " -- bash '%s'", path);
+	unlink(path);
+	return st;
+}
+
+int dp_pg_script(dp_test_result *r, const dp_pg *pg, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int st = vscript(r, pg, false, fmt, ap);
+	va_end(ap);
+	return st;
+}
+
+int dp_pg_script_root(dp_test_result *r, const dp_pg *pg, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int st = vscript(r, pg, true, fmt, ap);
+	va_end(ap);
+	return st;
+}
+
 void dp_pg_destroy(dp_pg *pg)
 {
 	dp_pg_stop(pg);

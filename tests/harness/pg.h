@@ -18,6 +18,8 @@
 #include <limits.h>
 #include <stdbool.h>
 
+#include "dp_test.h"
+
 #define DP_PG_BIN "/usr/lib/postgresql/15/bin"
 #define DP_PG_USER "nobody"
 
@@ -59,6 +61,26 @@ char *dp_pg_query(const dp_pg *pg, const char *fmt, ...) __attribute__((format(p
 /* One line per user table: "name count md5" over every row in primary-key
  * order (text form), for comparing two servers. Owned. */
 char *dp_pg_checksums(const dp_pg *pg);
+
+/* ---- running the postgresql method scripts ---- */
+
+/* Absolute path of methods/postgresql/scripts (from the working directory,
+ * the repository root, or $DP_METHODS_DIR). Static storage. */
+const char *dp_pg_scripts(void);
+
+/* Makes a repository owned by nobody in a fresh nobody-owned temp dir
+ * (out: the repository path; the dir is out's parent) and exports DP_REPO,
+ * DP_REPO_PASSPHRASE, DP_WORKER and DP_PG_BIN for the scripts. */
+void dp_pg_repo_init(char out[PATH_MAX]);
+
+/* Runs `sh -c CMD` as nobody (runuser) with DP_DB_HOST/PORT/USER and
+ * DP_DATA_DIR of pg in the environment; CMD may use $S for the scripts
+ * directory. Returns the exit status; output in *r (caller frees). */
+int dp_pg_script(dp_test_result *r, const dp_pg *pg, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The same, as root (scripts then act for the data directory's owner). */
+int dp_pg_script_root(dp_test_result *r, const dp_pg *pg, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Stops the server if running and removes base. */
 void dp_pg_destroy(dp_pg *pg);

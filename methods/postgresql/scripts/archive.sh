@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# backupData of the postgresql-wal-archive ActionSet: continuous archiving.
+#
+#   archive.sh [start]   turn archiving on, check it works, record the window;
+#                        with DP_ARCHIVE_INTERVAL (e.g. 300s) keep running:
+#                        switch WAL and refresh the window every interval
+#                        until SIGTERM
+#   archive.sh stop      turn archiving off (ALTER SYSTEM RESET archive_command)
+#
+# Starting writes a dp-worker config (repo, passphrase, archive name) with
+# mode 0600, owned by the database's OS user, OUTSIDE the data directory, and
+# sets archive_command = '<dp-worker> wal-push --config <file> %p' with
+# ALTER SYSTEM + pg_reload_conf(): the passphrase is never on a command line.
+# archive_mode needs a restart, so if it is off this fails and says so.
+#
+# Env: DP_BACKUP_NAME (the archive's name, unless DP_ARCHIVE_NAME), DP_DB_*,
+# DP_DATA_DIR (its owner is the OS user, unless DP_DB_OS_USER), DP_REPO(+pass),
+# DP_ARCHIVE_CONFIG (config path; default <parent of data dir>/dp-archive-<archive>.conf),
+# DP_ARCHIVE_INTERVAL, DP_BACKUP_INFO_FILE.
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+cmd=${1:-start}
+archive=${DP_ARCHIVE_NAME:-${DP_BACKUP_NAME:-}}
+[ -n "$archive" ] || pg_die "DP_BACKUP_NAME (or DP_ARCHIVE_NAME) is not set: name the archive"
+[[ "$archive" =~ ^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$ ]] ||
+	pg_die "archive name \"$archive\": use letters, digits, '.', '_' and '-'"
+
+if [ "$cmd" = stop ]; then
+	psql_q "ALTER SYSTEM RESET archive_command" >/dev/null
+	psql_q "SELECT pg_reload_conf()" >/dev/null
+	pg_log "archiving into \"$archive\" stopped (archive_command reset)"
+	exit 0
+fi
+[ "$cmd" = start ] || pg_die "usage: archive.sh [start|stop]"
+
+mode=$(psql_q "SHOW archive_mode") || pg_die "cannot connect to PostgreSQL at $PGHOST:$PGPORT as \"$PGUSER\""
+if [ "$mode" = off ]; then
+	pg_die "archive_mode is off on $PGHOST:$PGPORT: set archive_mode=on (ALTER SYSTEM SET archive_mode = on) and restart PostgreSQL, then start continuous backup \"$archive\" again"
+fi
+
+datadir=${DP_DATA_DIR:-$(psql_q "SHOW data_directory")}
+[ -d "$datadir" ] || pg_die "data directory \"$datadir\" is not on this host: run the archive action on the database's host (DP_DATA_DIR)"
+osuser=${DP_DB_OS_USER:-$(stat -c %U "$datadir")}
+conf=${DP_ARCHIVE_CONFIG:-$(dirname "$(cd "$datadir" && pwd)")/dp-archive-$archive.conf}
+case "$(cd "$(dirname "$conf")" && pwd)/" in
+"$(cd "$datadir" && pwd)"/*) pg_die "the archive config \"$conf\" must be outside the data directory" ;;
+esac
+sysid=$(psql_q "SELECT system_identifier FROM pg_control_system()")
+
+write_secret_conf "$conf" "$osuser" "archive = $archive"
+# The server runs the command as $osuser: check that user can reach the
+# repository before switching archiving on.
+as_user "$osuser" "$DPW" wal-ls --config "$conf" >/dev/null ||
+	pg_die "\"$osuser\" cannot use the repository \"$DP_REPO\" with \"$conf\" (see above); archiving left unchanged"
+
+command="$DPW wal-push --config $conf %p"
+printf '%s\n' "ALTER SYSTEM SET archive_command = :'cmd';" "SELECT pg_reload_conf();" |
+	"$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -v cmd="$command" >/dev/null
+for _ in $(seq 50); do
+	[ "$(psql_q "SHOW archive_command")" = "$command" ] && break
+	sleep 0.1
+done
+[ "$(psql_q "SHOW archive_command")" = "$command" ] || pg_die "the server did not take the new archive_command"
+
+# The commit gives the segment a record, so the switch always completes one;
+# wait until the server reports that segment archived.
+psql_q "SELECT pg_current_xact_id()" >/dev/null
+seg=$(psql_q "SELECT pg_walfile_name(pg_switch_wal())")
+archived="" failed=0 last_failed=""
+for _ in $(seq 300); do
+	IFS='|' read -r archived failed last_failed <<<"$(psql_q "SELECT coalesce(last_archived_wal,''), failed_count, coalesce(last_failed_wal,'') FROM pg_stat_archiver")"
+	[[ "${archived:0:24}" < "$seg" ]] || break
+	sleep 0.1
+done
+if [[ "${archived:0:24}" < "$seg" ]]; then
+	pg_die "archiving does not work: segment $seg was not archived within 30 s ($failed failed attempts, last \"$last_failed\"); the server log shows dp-worker's message"
+fi
+pg_log "archiving into \"$archive\" of $DP_REPO (config $conf, owner $osuser)"
+
+refresh() {
+	local w
+	w=$(DP_ARCHIVE_SYSID=$sysid "$PG_SCRIPTS/window.sh" "$archive") || return 1
+	write_info "$(jq -c '{timeRange: {start: .start, end: .end, timeZone: "Z"},
+	  extras: [{archive: .archive, firstWal: .firstWal, lastWal: .lastWal, systemIdentifier: .systemIdentifier}]}' <<<"$w")"
+	printf '%s\n' "$w"
+}
+refresh
+
+interval=${DP_ARCHIVE_INTERVAL:-}
+[ -n "$interval" ] || exit 0
+interval=${interval%s}
+trap 'pg_log "archive \"$archive\": stopping the window refresh (archiving stays on)"; exit 0' TERM INT
+while :; do
+	sleep "$interval" &
+	wait $! || true
+	psql_q "SELECT pg_switch_wal()" >/dev/null || pg_log "warning: cannot switch WAL"
+	refresh >/dev/null || pg_log "warning: cannot refresh the recoverable window"
+done
