@@ -39,6 +39,8 @@ static int open_repo(dp_repo **out, const dp_cli *c)
 	return 0;
 }
 
+#define S(n) ((n) == 1 ? "" : "s")
+
 static int print_json(cJSON *o)
 {
 	char *s = o ? cJSON_Print(o) : NULL;
@@ -166,8 +168,11 @@ static int repo_init(int argc, char **argv)
 		return rc;
 	rc = dp_repo_init(c.repo, &c.bopts, o, pass, id);
 	dp_cli_passphrase_free(pass);
-	if (rc)
+	if (rc) {
+		if (!strstr(dp_error_last(), c.repo))
+			dp_error_prefix("\"%s\"", c.repo);
 		return rc;
+	}
 	if (c.json) {
 		cJSON *j = cJSON_CreateObject();
 		if (j) {
@@ -303,9 +308,10 @@ static int repo_check(int argc, char **argv)
 	}
 	char rb[32];
 	dp_cli_fmt_bytes(rb, sizeof(rb), rep.bytes_read);
-	printf("checked %" PRIu64 " snapshots, %" PRIu64 " indexes, %" PRIu64 " packs, %" PRIu64
-	       " blobs%s%s%s\n",
-	       rep.snapshots, rep.indexes, rep.packs, rep.blobs, st.read_data ? " (read " : "",
+	printf("checked %" PRIu64 " snapshot%s, %" PRIu64 " index%s, %" PRIu64 " pack%s, %" PRIu64
+	       " blob%s%s%s%s\n",
+	       rep.snapshots, S(rep.snapshots), rep.indexes, rep.indexes == 1 ? "" : "es",
+	       rep.packs, S(rep.packs), rep.blobs, S(rep.blobs), st.read_data ? " (read " : "",
 	       st.read_data ? rb : "", st.read_data ? ")" : "");
 	if (rep.unreferenced_packs)
 		printf("%" PRIu64 " unreferenced pack%s (left by interrupted pushes): 'dp repo "

@@ -101,6 +101,10 @@ void dp_cli_help(const dp_cli_cmd *cmd, FILE *f)
 		if (common_opts[i].flag && !(cmd->flags & common_opts[i].flag))
 			continue;
 		char left[64];
+		/* A command that documents a common flag itself says it better. */
+		snprintf(left, sizeof(left), "  --%s ", common_opts[i].opt.name);
+		if (cmd->about && strstr(cmd->about, left))
+			continue;
 		snprintf(left, sizeof(left), "--%s%s%s", common_opts[i].opt.name,
 		         common_opts[i].arg ? " " : "",
 		         common_opts[i].arg ? common_opts[i].arg : "");

@@ -24,11 +24,14 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dp/error.h"
@@ -314,12 +317,76 @@ static int under(char *out, size_t cap, const char *dir, const char *rel)
 	return 0;
 }
 
+/* Directory metadata, applied after everything is extracted: files
+ * created in a directory change its times, and libarchive leaves the mode
+ * and times of a directory that already existed (the target itself, or a
+ * tree pulled with --force) alone. */
+struct dirfix {
+	char *path;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	struct timespec times[2];
+};
+
+static int remember_dir(struct dirfix **v, size_t *n, size_t *cap, const char *path,
+                        struct archive_entry *e)
+{
+	if (*n == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 64;
+		struct dirfix *nv = realloc(*v, ncap * sizeof(**v));
+		if (!nv)
+			return dp_error_set(DP_ERROR, "out of memory");
+		*v = nv;
+		*cap = ncap;
+	}
+	struct dirfix *f = &(*v)[*n];
+	f->path = strdup(path);
+	if (!f->path)
+		return dp_error_set(DP_ERROR, "out of memory");
+	f->mode = archive_entry_perm(e);
+	f->uid = (uid_t)archive_entry_uid(e);
+	f->gid = (gid_t)archive_entry_gid(e);
+	f->times[1].tv_sec = archive_entry_mtime(e);
+	f->times[1].tv_nsec = archive_entry_mtime_nsec(e);
+	if (archive_entry_atime_is_set(e)) {
+		f->times[0].tv_sec = archive_entry_atime(e);
+		f->times[0].tv_nsec = archive_entry_atime_nsec(e);
+	} else {
+		f->times[0] = f->times[1];
+	}
+	(*n)++;
+	return 0;
+}
+
+static int by_path_desc(const void *a, const void *b)
+{
+	return strcmp(((const struct dirfix *)b)->path, ((const struct dirfix *)a)->path);
+}
+
+static int apply_dirs(struct dirfix *v, size_t n, bool owner)
+{
+	/* Reverse order: children before their parents. */
+	qsort(v, n, sizeof(*v), by_path_desc);
+	for (size_t i = 0; i < n; i++) {
+		if (owner && lchown(v[i].path, v[i].uid, v[i].gid) != 0)
+			dp_warn("cannot set the owner of \"%s\": %s", v[i].path, strerror(errno));
+		if (chmod(v[i].path, v[i].mode) != 0 ||
+		    utimensat(AT_FDCWD, v[i].path, v[i].times, AT_SYMLINK_NOFOLLOW) != 0)
+			return dp_error_errno(DP_ERROR, errno,
+			                      "cannot set the mode and times of \"%s\"", v[i].path);
+	}
+	return 0;
+}
+
 int dp_tar_extract(const char *dir_in, dp_tar_read_fn fn, void *arg)
 {
 	int rc = 0;
 	struct rctx rd = {fn, arg, 0, NULL};
 	struct archive *in = NULL, *ext = NULL;
 	char dir[PATH_MAX], path[PATH_MAX], link[PATH_MAX];
+	struct dirfix *fix = NULL;
+	size_t nfix = 0, capfix = 0;
 
 	/* The real path, so that the symlink check finds none above the tree. */
 	if (!realpath(dir_in, dir))
@@ -367,6 +434,11 @@ int dp_tar_extract(const char *dir_in, dp_tar_read_fn fn, void *arg)
 		rc = under(path, sizeof(path), dir, name);
 		if (rc)
 			goto out;
+		if (archive_entry_filetype(e) == AE_IFDIR) {
+			rc = remember_dir(&fix, &nfix, &capfix, path, e);
+			if (rc)
+				goto out;
+		}
 		archive_entry_copy_pathname(e, path);
 		if (hl) {
 			rc = under(link, sizeof(link), dir, hl);
@@ -413,6 +485,9 @@ int dp_tar_extract(const char *dir_in, dp_tar_read_fn fn, void *arg)
 		                  archive_error_string(ext));
 		goto out;
 	}
+	rc = apply_dirs(fix, nfix, (flags & ARCHIVE_EXTRACT_OWNER) != 0);
+	if (rc)
+		goto out;
 	/* Read what follows the end-of-archive marker, so that the whole
 	 * stream has been authenticated. */
 	for (;;) {
@@ -427,5 +502,8 @@ out:
 	if (in)
 		archive_read_free(in);
 	free(rd.buf);
+	for (size_t i = 0; i < nfix; i++)
+		free(fix[i].path);
+	free(fix);
 	return rc;
 }
