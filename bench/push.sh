@@ -7,8 +7,11 @@
 #   text  a table of random text, CSV (~3:1 with zstd), less compressible
 #
 # For each stream and each run it times (GNU time): dp-worker push into a
-# fresh repository and pull back; zstd -T2 at dp's zstd level and zstd -d;
-# restic backup --stdin into a fresh repository and restic dump. It prints
+# fresh repository and pull back; zstd -T2 at dp's zstd level to /dev/null
+# (the compression limit: no file written) and zstd -d of its output; restic
+# backup --stdin into a fresh repository and restic dump. dp and restic
+# write their repositories on disk with fsync; every timed step starts
+# after a `sync`, so one tool's writeback is not charged to the next. It prints
 # the medians as a markdown table: MB/s (10^6 bytes of input per wall
 # second), CPU seconds (user+sys), peak RSS, bytes stored, and the ratios
 # dp/zstd and dp/restic. Every tool's output is compared with the input
@@ -21,7 +24,8 @@
 # usage: bench/push.sh [--runs N] [--only pg|text] [--generate-only]
 # env:   BIN (built programs, default ./bin), BENCH_DIR, RUNS (3),
 #        PG_SCALE (100), TEXT_MB (1000), DP_ZSTD_LEVEL (passed to
-#        `dp repo init --zstd-level` when set), DP_REPO_PASSPHRASE and
+#        `dp repo init --zstd-level` when set), DP_INIT_ARGS (more
+#        `dp repo init` options, e.g. "--chunk-avg 1M"), DP_REPO_PASSPHRASE and
 #        RESTIC_PASSWORD (random ones are made when unset; never on a
 #        command line).
 set -euo pipefail
@@ -193,6 +197,7 @@ mkdir -p "$work"
 timed() {
 	local label=$1 tf="$work/time.out"
 	shift
+	sync
 	/usr/bin/time -o "$tf" -f '%e %U %S %M' "$@" || die "$label: \"$*\" failed"
 	awk -v l="$label" '{ printf "%s %s %.2f %s\n", l, $1, $2 + $3, $4 }' "$tf" >>"$results"
 }
@@ -205,7 +210,9 @@ zstd_level() {
 
 dp_init() {
 	rm -rf "$1"
-	"$BIN/dp" repo init --repo "$1" ${DP_ZSTD_LEVEL:+--zstd-level "$DP_ZSTD_LEVEL"} >/dev/null
+	# shellcheck disable=SC2086 # DP_INIT_ARGS is a list of options
+	"$BIN/dp" repo init --repo "$1" ${DP_ZSTD_LEVEL:+--zstd-level "$DP_ZSTD_LEVEL"} \
+		${DP_INIT_ARGS:-} >/dev/null
 }
 
 verify() { # LABEL: compare stdin with the input
@@ -231,12 +238,15 @@ for ds in pg text; do
 		timed "$ds.dp.pull" "$BIN/dp-worker" pull --repo "$work/dp" --quiet bench - >/dev/null
 		[ "$run" = 1 ] && "$BIN/dp-worker" pull --repo "$work/dp" --quiet bench - | verify "$ds dp"
 		rm -rf "$work/dp"
-		# zstd
-		timed "$ds.zstd.push" zstd -q -T2 "-$level" --no-progress -c <"$input" >"$work/z.zst"
+		# zstd: timed to /dev/null; its output (the same every run) is
+		# written once, untimed, for its size and the decompression.
+		timed "$ds.zstd.push" zstd -q -T2 "-$level" -c <"$input" >/dev/null
+		if [ "$run" = 1 ]; then
+			zstd -q -T2 "-$level" -c <"$input" >"$work/z.zst"
+			zstd -q -d -c "$work/z.zst" | verify "$ds zstd"
+		fi
 		stored "$ds.zstd.stored" "$(bytes "$work/z.zst")"
 		timed "$ds.zstd.pull" zstd -q -d -c "$work/z.zst" >/dev/null
-		[ "$run" = 1 ] && zstd -q -d -c "$work/z.zst" | verify "$ds zstd"
-		rm -f "$work/z.zst"
 		# restic
 		rm -rf "$work/restic" "$work/restic-cache"
 		restic -q -r "$work/restic" --cache-dir "$work/restic-cache" init >/dev/null
@@ -249,6 +259,7 @@ for ds in pg text; do
 			dump latest /bench.in | verify "$ds restic"
 		rm -rf "$work/restic" "$work/restic-cache"
 	done
+	rm -f "$work/z.zst"
 done
 
 # ---- report ----
@@ -266,7 +277,7 @@ echo "### dp push/pull vs zstd -T2 and restic"
 echo
 echo "$(date -u +%Y-%m-%d), $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -n 1))," \
 	"medians of $RUNS runs, input in the page cache, repositories in $BENCH_DIR" \
-	"($(df -T "$BENCH_DIR" | awk 'NR == 2 { print $2 }')). dp zstd level $level;" \
+	"($(df -T "$BENCH_DIR" | awk 'NR == 2 { print $2 }')). dp zstd level $level${DP_INIT_ARGS:+, init options \"$DP_INIT_ARGS\"};" \
 	"$(zstd --version | sed 's/.*\(v[0-9.]*\).*/zstd \1/'); $(restic version | cut -d' ' -f1-2)."
 echo "MB = 10^6 bytes of input; MB/s = input size / wall time; CPU = user + sys seconds."
 echo
