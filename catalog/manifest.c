@@ -5,8 +5,9 @@
  *
  * YAML scalars follow the YAML 1.2 core schema: quoted scalars are strings;
  * plain ones are null (~, null, empty), booleans (true/false), integers,
- * floats, or else strings. Duplicate keys are an error. Nesting is limited to
- * 64 levels (aliases are expanded, and a cycle would otherwise not end).
+ * floats, or else strings. Duplicate keys are an error. Aliases are expanded,
+ * so nesting is limited to 64 levels (a cycle would otherwise not end) and a
+ * document to 200000 values (an alias bomb would otherwise fill memory).
  * A dp_manifest belongs to one thread at a time.
  */
 #include <ctype.h>
@@ -25,6 +26,7 @@
 
 #define MAX_DEPTH 64
 #define MAX_INPUT (16u << 20)
+#define MAX_NODES 200000u /* per document, after alias expansion */
 
 static const struct {
 	const char *name, *lower;
@@ -252,9 +254,13 @@ static cJSON *plain_scalar(const char *s)
 }
 
 static int yaml_node_to_json(dp_manifest *m, yaml_document_t *doc, yaml_node_t *node, int depth,
-                             cJSON **out)
+                             size_t *budget, cJSON **out)
 {
 	*out = NULL;
+	if (*budget == 0)
+		return dp_error_set(DP_EUSAGE, "%s:%zu: more than %u values (aliases expanding?)",
+		                    m->source, node->start_mark.line + 1, MAX_NODES);
+	--*budget;
 	if (depth > MAX_DEPTH)
 		return dp_error_set(DP_EUSAGE, "%s:%zu: nesting deeper than %d levels", m->source,
 		                    node->start_mark.line + 1, MAX_DEPTH);
@@ -277,7 +283,7 @@ static int yaml_node_to_json(dp_manifest *m, yaml_document_t *doc, yaml_node_t *
 		     *out && it < node->data.sequence.items.top; it++) {
 			cJSON *child;
 			int rc = yaml_node_to_json(m, doc, yaml_document_get_node(doc, *it),
-			                           depth + 1, &child);
+			                           depth + 1, budget, &child);
 			if (rc) {
 				cJSON_Delete(*out);
 				*out = NULL;
@@ -307,7 +313,7 @@ static int yaml_node_to_json(dp_manifest *m, yaml_document_t *doc, yaml_node_t *
 			}
 			cJSON *child;
 			int rc = yaml_node_to_json(m, doc, yaml_document_get_node(doc, p->value),
-			                           depth + 1, &child);
+			                           depth + 1, budget, &child);
 			if (rc) {
 				cJSON_Delete(*out);
 				*out = NULL;
@@ -349,7 +355,8 @@ static int parse_yaml(dp_manifest *m, const char *text, size_t len)
 		}
 		int line = (int)root->start_mark.line + 1;
 		cJSON *json = NULL;
-		rc = yaml_node_to_json(m, &doc, root, 0, &json);
+		size_t budget = MAX_NODES;
+		rc = yaml_node_to_json(m, &doc, root, 0, &budget, &json);
 		yaml_document_delete(&doc);
 		if (rc)
 			break;
