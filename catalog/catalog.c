@@ -7,6 +7,9 @@
  *   events(id, time, kind, name, type, reason, message)
  *   audit(id, time, actor, action, kind, name, generation, detail)
  *   seq(value)   one row: the last resourceVersion handed out
+ *   changes(resource_version, time, kind, name, op)   one row per version
+ *                handed out: what changed (op: create, update, status,
+ *                delete), for watchers; never rewritten
  * kind is the CamelCase kind name; times are unix seconds. Migrations only
  * ever go forward, each in its own transaction with its version bump, so a
  * crash leaves the schema at a known version.
@@ -58,13 +61,14 @@ static const struct {
      " generation INTEGER NOT NULL, detail TEXT NOT NULL);"
      "CREATE TABLE seq(value INTEGER NOT NULL);"
      "INSERT INTO seq VALUES (0);"},
-    {2, "indexes for per-object events and audit, and changes by version",
+    {2, "indexes: events and audit by object, objects by version",
      "CREATE INDEX events_by_object ON events(kind, name, id);"
      "CREATE INDEX audit_by_object ON audit(kind, name, id);"
      "CREATE INDEX resources_by_version ON resources(resource_version);"},
+    {3, "a change feed for watchers",
+     "CREATE TABLE changes(resource_version INTEGER PRIMARY KEY, time INTEGER NOT NULL,"
+     " kind TEXT NOT NULL, name TEXT NOT NULL, op TEXT NOT NULL);"},
 };
-#define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
-
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == DP_CATALOG_SCHEMA_VERSION,
                "one migration step per schema version");
 
@@ -282,7 +286,8 @@ static char *col_text(sqlite3_stmt *st, int i)
 	return dp_strdup(t ? (const char *)t : "");
 }
 
-static int next_version(dp_catalog *c, int64_t *out)
+/* Hands out the next resourceVersion and records what it is for. */
+static int bump(dp_catalog *c, dp_kind kind, const char *name, const char *op, int64_t *out)
 {
 	sqlite3_stmt *st;
 	int rc = prepare(c, &st, "UPDATE seq SET value = value + 1 RETURNING value");
@@ -292,6 +297,18 @@ static int next_version(dp_catalog *c, int64_t *out)
 		*out = sqlite3_column_int64(st, 0);
 	else
 		rc = db_error(c, "next resource version");
+	sqlite3_finalize(st);
+	if (rc || (rc = prepare(c, &st,
+	                        "INSERT INTO changes(resource_version, time, kind, name, op) "
+	                        "VALUES (?, ?, ?, ?, ?)")))
+		return rc;
+	sqlite3_bind_int64(st, 1, *out);
+	sqlite3_bind_int64(st, 2, now());
+	sqlite3_bind_text(st, 3, dp_kind_name(kind), -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, op, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		rc = db_error(c, "record change");
 	sqlite3_finalize(st);
 	return rc;
 }
@@ -477,7 +494,7 @@ static int apply_doc(dp_catalog *c, const dp_manifest *m, size_t i, dp_apply_act
 	int rc = dp_catalog_get(c, kind, name, &old);
 	if (rc == DP_ENOTFOUND) {
 		dp_error_clear();
-		if ((rc = next_version(c, &rv)) ||
+		if ((rc = bump(c, kind, name, "create", &rv)) ||
 		    (rc = prepare(c, &st,
 		                  "INSERT INTO resources(" RESOURCE_COLS
 		                  ") VALUES (?, ?, ?, '{}', ?, 1, ?, ?, ?)")))
@@ -517,7 +534,7 @@ static int apply_doc(dp_catalog *c, const dp_manifest *m, size_t i, dp_apply_act
 			goto out;
 	}
 	int64_t gen = old.generation + (spec_changed ? 1 : 0);
-	if ((rc = next_version(c, &rv)) ||
+	if ((rc = bump(c, kind, name, "update", &rv)) ||
 	    (rc = prepare(c, &st,
 	                  "UPDATE resources SET spec = ?, meta = ?, generation = ?, "
 	                  "resource_version = ?, updated_at = ? WHERE kind = ? AND name = ?")))
@@ -671,7 +688,7 @@ static int delete_record(dp_catalog *c, dp_kind kind, const char *name, bool che
 		sqlite3_finalize(st);
 	}
 	int64_t rv;
-	if (!rc && !(rc = next_version(c, &rv)))
+	if (!rc && !(rc = bump(c, kind, name, "delete", &rv)))
 		rc = audit(c, "delete", kind, name, r.generation, checks ? "" : "record removed");
 out:
 	dp_resource_clear(&r);
@@ -737,7 +754,7 @@ int dp_catalog_set_status(dp_catalog *c, dp_kind kind, const char *name, const c
 		                  (long long)r.resource_version);
 		goto out;
 	}
-	if ((rc = next_version(c, &rv)) ||
+	if ((rc = bump(c, kind, name, "status", &rv)) ||
 	    (rc = prepare(c, &st,
 	                  "UPDATE resources SET status = ?, resource_version = ?, updated_at = ? "
 	                  "WHERE kind = ? AND name = ?")))
@@ -914,4 +931,69 @@ void dp_audit_free(dp_audit_entry *v, size_t n)
 		free(v[i].detail);
 	}
 	free(v);
+}
+
+/* ---- changes ---- */
+
+int dp_catalog_changes(dp_catalog *c, int64_t since_rv, size_t limit, dp_change **out, size_t *n)
+{
+	sqlite3_stmt *st;
+	dp_change *v = NULL;
+	size_t len = 0, cap = 0;
+	*out = NULL;
+	*n = 0;
+	int rc = prepare(c, &st,
+	                 "SELECT resource_version, time, kind, name, op FROM changes "
+	                 "WHERE resource_version > ? ORDER BY resource_version LIMIT ?");
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(st, 1, since_rv);
+	sqlite3_bind_int64(st, 2, limit ? (int64_t)limit : -1);
+	int s;
+	while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+		if (len == cap) {
+			cap = cap ? cap * 2 : 16;
+			dp_change *nv = realloc(v, cap * sizeof(*v));
+			if (!nv) {
+				rc = dp_error_set(DP_ERROR, "out of memory");
+				goto out;
+			}
+			v = nv;
+		}
+		dp_change *e = &v[len++];
+		memset(e, 0, sizeof(*e));
+		e->resource_version = sqlite3_column_int64(st, 0);
+		e->time = sqlite3_column_int64(st, 1);
+		const char *kind = (const char *)sqlite3_column_text(st, 2);
+		for (int k = 0; k < DP_KIND_COUNT; k++)
+			if (kind && strcmp(kind, dp_kind_name((dp_kind)k)) == 0)
+				e->kind = (dp_kind)k;
+		snprintf(e->name, sizeof(e->name), "%s", (const char *)sqlite3_column_text(st, 3));
+		snprintf(e->op, sizeof(e->op), "%s", (const char *)sqlite3_column_text(st, 4));
+	}
+	if (s != SQLITE_DONE) {
+		rc = db_error(c, "read changes");
+		goto out;
+	}
+	*out = v;
+	*n = len;
+	v = NULL;
+out:
+	sqlite3_finalize(st);
+	free(v);
+	return rc;
+}
+
+int dp_catalog_version(dp_catalog *c, int64_t *out)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(c, &st, "SELECT value FROM seq");
+	if (rc)
+		return rc;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		*out = sqlite3_column_int64(st, 0);
+	else
+		rc = db_error(c, "read version");
+	sqlite3_finalize(st);
+	return rc;
 }

@@ -36,7 +36,7 @@
 #include "dp/buf.h"
 #include "dp/resource.h"
 
-#define DP_CATALOG_SCHEMA_VERSION 2
+#define DP_CATALOG_SCHEMA_VERSION 3
 
 /* $DP_HOME, else $HOME/.local/share/dp (HOME from getpwuid if unset);
  * created (with parents) mode 0700 if missing. */
@@ -123,6 +123,21 @@ typedef struct dp_audit_entry {
 int dp_catalog_audit(dp_catalog *c, int64_t since_id, size_t limit, dp_audit_entry **out,
                      size_t *n);
 void dp_audit_free(dp_audit_entry *v, size_t n);
+
+/* The change feed, for watchers (`?watch=1`, the controller's loop): one
+ * entry per resourceVersion handed out, oldest first, with rv > since_rv,
+ * at most limit (0: all). op: create, update (spec or labels), status,
+ * delete. Read the object itself for its current state. */
+typedef struct dp_change {
+	int64_t resource_version, time;
+	dp_kind kind;
+	char name[DP_NAME_MAX + 1];
+	char op[8];
+} dp_change;
+
+int dp_catalog_changes(dp_catalog *c, int64_t since_rv, size_t limit, dp_change **out, size_t *n);
+/* The last resourceVersion handed out (0 for an empty catalog). */
+int dp_catalog_version(dp_catalog *c, int64_t *out);
 
 /* ---- output (catalog/render.c) ---- */
 

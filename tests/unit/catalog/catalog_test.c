@@ -7,6 +7,7 @@
  */
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -79,8 +80,8 @@ START_TEST(test_migrate_from_empty)
 	sqlite3 *db = raw_open();
 	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), DP_CATALOG_SCHEMA_VERSION);
 	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
-	                             "name IN ('resources', 'events', 'audit', 'seq')"),
-	                 4);
+	                             "name IN ('resources', 'events', 'audit', 'seq', 'changes')"),
+	                 5);
 	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
 	                             "name = 'events_by_object'"),
 	                 1);
@@ -113,7 +114,7 @@ START_TEST(test_migrate_from_v1_keeps_data)
 	                 SQLITE_OK);
 	sqlite3_close(db);
 	dp_catalog *c = open_cat();
-	ck_assert_int_eq(dp_catalog_schema_version(c), 2);
+	ck_assert_int_eq(dp_catalog_schema_version(c), DP_CATALOG_SCHEMA_VERSION);
 	dp_resource r;
 	ck_assert_int_eq(dp_catalog_get(c, DP_KIND_BACKUP_REPO, "old", &r), 0);
 	ck_assert_int_eq(r.generation, 3);
@@ -126,6 +127,65 @@ START_TEST(test_migrate_from_v1_keeps_data)
 	                             "name = 'events_by_object'"),
 	                 1);
 	sqlite3_close(db);
+}
+END_TEST
+
+START_TEST(test_migrate_from_v2_adds_change_feed)
+{
+	ck_assert_int_eq(dp_catalog_migrate_to(db_path, 2), 0);
+	sqlite3 *db = raw_open();
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 2);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'changes'"),
+	                 0);
+	sqlite3_close(db);
+	dp_catalog *c = open_cat();
+	ck_assert_int_eq(dp_catalog_schema_version(c), 3);
+	ck_assert_int_eq(apply(c, setup_yaml), 0);
+	dp_catalog_close(c);
+	db = raw_open();
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM changes"), 4);
+	sqlite3_close(db);
+}
+END_TEST
+
+START_TEST(test_change_feed)
+{
+	dp_catalog *c = open_cat();
+	int64_t v0;
+	ck_assert_int_eq(dp_catalog_version(c, &v0), 0);
+	ck_assert_int_eq(v0, 0);
+	ck_assert_int_eq(apply(c, setup_yaml), 0);
+	int64_t v1;
+	ck_assert_int_eq(dp_catalog_version(c, &v1), 0);
+	ck_assert_int_eq(v1, 4);
+	ck_assert_int_eq(
+	    dp_catalog_set_status(c, DP_KIND_BACKUP, "b1", "{\"phase\":\"New\"}", 0, NULL), 0);
+	ck_assert_int_eq(dp_catalog_delete(c, DP_KIND_BACKUP, "b1"), 0);
+	/* Unchanged objects and a rejected apply hand out no version. */
+	ck_assert_int_eq(apply(c, setup_yaml), 0); /* only b1 is new again */
+	ck_assert_int_eq(apply(c, "kind: Backup"), DP_EUSAGE);
+	dp_change *ch;
+	size_t n;
+	ck_assert_int_eq(dp_catalog_changes(c, 3, 0, &ch, &n), 0);
+	ck_assert_uint_eq(n, 4);
+	ck_assert_int_eq(ch[0].resource_version, 4);
+	ck_assert_int_eq(ch[0].kind, DP_KIND_BACKUP);
+	ck_assert_str_eq(ch[0].name, "b1");
+	ck_assert_str_eq(ch[0].op, "create");
+	ck_assert_str_eq(ch[1].op, "status");
+	ck_assert_str_eq(ch[2].op, "delete");
+	ck_assert_str_eq(ch[3].op, "create");
+	ck_assert_int_eq(ch[3].resource_version, 7);
+	dp_resource r;
+	ck_assert_int_eq(dp_catalog_get(c, DP_KIND_BACKUP, "b1", &r), 0);
+	ck_assert_int_eq(r.resource_version, 7);
+	dp_resource_clear(&r);
+	free(ch);
+	ck_assert_int_eq(dp_catalog_changes(c, 0, 2, &ch, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(ch[1].name, "full-as");
+	free(ch);
+	dp_catalog_close(c);
 }
 END_TEST
 
@@ -517,6 +577,8 @@ static Suite *catalog_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_migrate_from_empty);
 	tcase_add_test(tc, test_migrate_from_v1_keeps_data);
+	tcase_add_test(tc, test_migrate_from_v2_adds_change_feed);
+	tcase_add_test(tc, test_change_feed);
 	tcase_add_test(tc, test_newer_schema_refused);
 	tcase_add_test(tc, test_dp_home);
 	tcase_add_test(tc, test_audit_log);
