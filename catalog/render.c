@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dp/catalog.h"
 #include "dp/cron.h"
@@ -405,6 +406,28 @@ out:
 
 /* ---- describe ---- */
 
+/* "Next Runs:" of a BackupSchedule: each enabled schedule's next fire time
+ * after now (UTC). */
+static int next_runs(dp_buf *out, const cJSON *spec, int64_t now)
+{
+	const cJSON *list = get(spec, "schedules");
+	int rc = dp_buf_appendf(out, "Next Runs:\n");
+	for (const cJSON *x = list ? list->child : NULL; x && !rc; x = x->next) {
+		char when[32] = "never";
+		dp_cron cron;
+		int64_t t;
+		if (cJSON_IsFalse(get(x, "enabled")))
+			snprintf(when, sizeof(when), "disabled");
+		else if (dp_cron_parse(&cron, get_str(x, "cronExpression")) == 0 &&
+		         dp_cron_next(&cron, now, &t) == 0)
+			dp_time_format(when, sizeof(when), t);
+		dp_error_clear();
+		rc = dp_buf_appendf(out, "  %s (%s, %s): %s\n", get_str(x, "name"),
+		                    get_str(x, "backupMethod"), get_str(x, "cronExpression"), when);
+	}
+	return rc;
+}
+
 int dp_resource_describe(dp_buf *out, const dp_resource *r, const dp_event *ev, size_t nev)
 {
 	char created[32], updated[32];
@@ -441,6 +464,8 @@ int dp_resource_describe(dp_buf *out, const dp_resource *r, const dp_event *ev, 
 	if (!rc)
 		rc = status->child ? dp_json_to_yaml(out, status, 2)
 		                   : dp_buf_appendf(out, "  <none>\n");
+	if (!rc && r->kind == DP_KIND_BACKUP_SCHEDULE)
+		rc = next_runs(out, spec, (int64_t)time(NULL));
 	if (!rc)
 		rc = dp_buf_appendf(out, "Events:\n");
 	if (!rc && nev == 0)

@@ -91,7 +91,9 @@ START_TEST(test_apply_get_describe_delete)
 	ck_assert_ptr_nonnull(strstr(r.out, "Name:              nightly\n"
 	                                    "Kind:              BackupSchedule\n"));
 	ck_assert_ptr_nonnull(strstr(r.out, "    cronExpression: 0 2 * * *\n"));
-	ck_assert_ptr_nonnull(strstr(r.out, "Status:\n  <none>\nEvents:\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(r.out, "Status:\n  <none>\nNext Runs:\n  full (full, 0 2 * * *): 20"));
+	ck_assert_ptr_nonnull(strstr(r.out, "T02:00:00Z\nEvents:\n"));
 	ck_assert_ptr_nonnull(strstr(r.out, "Normal   Created   created by "));
 	dp_test_result_free(&r);
 
