@@ -147,7 +147,7 @@ START_TEST(incremental_stores_a_fraction)
 	char *sums1 = dp_pg_checksums(&pg);
 
 	st = dp_test_run(&r,
-	                 DP_PG_BIN "/pgbench -n -c 2 -j 2 -t 500 -h 127.0.0.1 -p %d -U " DP_PG_USER
+	                 DP_PG_BIN "/pgbench -n -c 2 -j 2 -t 100 -h 127.0.0.1 -p %d -U " DP_PG_USER
 	                           " postgres",
 	                 pg.port);
 	ck_assert_msg(st == 0, "pgbench: %s", r.err);

@@ -76,23 +76,20 @@ start=$(jq -r 'first | .stopTime // empty' "$work/usable.json")
 end="" endlsn=""
 if [ -n "$last" ]; then
 	mkdir "$work/wal"
-	tac "$work/segs" | head -n 8 >"$work/newest"
-	# pg_waldump wants the segment and (for a record crossing into it) its
-	# predecessor in one directory.
+	# Newest first, fetched one at a time: usually the newest segment has a
+	# commit. pg_waldump skips a record continued from the previous segment.
 	while read -r s; do
 		"$DPW" wal-fetch --archive "$archive" "${REPO_ARGS[@]}" "$s" "$work/wal/$s" || continue
-	done <"$work/newest"
-	while read -r s; do
-		[ -f "$work/wal/$s" ] || continue
 		line=$(TZ=UTC "$PGBIN/pg_waldump" -p "$work/wal" "$s" 2>/dev/null |
 			grep -E 'desc: (COMMIT|ABORT) [0-9]{4}-' | tail -n 1 || true)
+		rm -f "$work/wal/$s"
 		if [ -n "$line" ]; then
 			ts=$(sed -E 's/.*desc: (COMMIT|ABORT) ([0-9-]+ [0-9:.]+) UTC.*/\2/' <<<"$line")
 			endlsn=$(sed -E 's/.*lsn: ([0-9A-F]+\/[0-9A-F]+),.*/\1/' <<<"$line")
 			end=$(utc_norm "$ts UTC")
 			break
 		fi
-	done <"$work/newest"
+	done < <(tac "$work/segs" | head -n 16)
 fi
 
 jq -n --arg a "$archive" --arg s "$sysid" --arg f "$first" --arg l "$last" --arg r "$runstart" \

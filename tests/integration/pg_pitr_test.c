@@ -1,0 +1,204 @@
+/*
+ * Point-in-time recovery on a real PostgreSQL 15: continuous archiving
+ * through archive_command = dp-worker wal-push, a base backup, changes,
+ * then restores to a time T (exactly the data at T), to an LSN, and to the
+ * end of the archive (every change); times outside the recoverable window
+ * are refused before anything is touched. Also: archive_mode=off is
+ * refused with a clear message.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../harness/dp_test.h"
+#include "../harness/pg.h"
+
+static void new_target(char dir[PATH_MAX])
+{
+	char parent[PATH_MAX];
+	dp_pg_mkdtemp(parent, "pgdst");
+	ck_assert_int_lt(snprintf(dir, PATH_MAX, "%s/data", parent), PATH_MAX);
+}
+
+/* Restores with ARGS into a new directory, returns the checksums of every
+ * table and stops the restored server. */
+static char *restore_to(const dp_pg *pg, const char *args)
+{
+	char dir[PATH_MAX];
+	new_target(dir);
+	int port = dp_pg_free_port();
+	dp_test_result r;
+	int st = dp_pg_script(&r, pg, "bash $S/restore.sh %s --to %s --port %d", args, dir, port);
+	ck_assert_msg(st == 0, "restore %s failed (%d): %s", args, st, r.err);
+	dp_test_result_free(&r);
+	dp_pg r2;
+	dp_pg_attach(&r2, dir, port);
+	char *sums = dp_pg_checksums(&r2);
+	char *rec = dp_pg_query(&r2, "SELECT pg_is_in_recovery()::text || ' ' || "
+	                             "(SELECT timeline_id FROM pg_control_checkpoint())");
+	ck_assert_msg(strncmp(rec, "false ", 6) == 0 && strcmp(rec, "false 1") != 0,
+	              "restored server not promoted to a new timeline: %s", rec);
+	free(rec);
+	dp_pg_stop(&r2);
+	return sums;
+}
+
+/* Switches WAL and waits until the server has archived the segment. */
+static void archive_now(const dp_pg *pg)
+{
+	char *seg = dp_pg_query(pg, "SELECT pg_walfile_name(pg_switch_wal())");
+	for (int i = 0; i < 300; i++) {
+		char *last = dp_pg_query(
+		    pg, "SELECT coalesce(last_archived_wal, '') >= '%s' FROM pg_stat_archiver",
+		    seg);
+		bool done = strcmp(last, "t") == 0;
+		free(last);
+		if (done) {
+			free(seg);
+			return;
+		}
+		usleep(100 * 1000);
+	}
+	ck_abort_msg("segment %s was not archived", seg);
+}
+
+START_TEST(pitr_time_lsn_latest)
+{
+	dp_pg pg;
+	char repo[PATH_MAX];
+	dp_pg_create(&pg, NULL);
+	dp_pg_start(&pg);
+	dp_pg_repo_init(repo);
+	dp_test_result r;
+	int st = dp_pg_script(&r, &pg, "DP_BACKUP_NAME=pg-wal bash $S/archive.sh");
+	ck_assert_msg(st == 0, "archive.sh failed (%d): %s", st, r.err);
+	ck_assert_ptr_nonnull(strstr(r.out, "\"archive\": \"pg-wal\""));
+	dp_test_result_free(&r);
+	char *cmd = dp_pg_query(&pg, "SHOW archive_command");
+	ck_assert_msg(strstr(cmd, "wal-push --config ") && !strstr(cmd, "pg-test-passphrase"),
+	              "archive_command: %s", cmd);
+	free(cmd);
+
+	st = dp_pg_script(&r, &pg, "DP_BACKUP_NAME=pg-base-1 bash $S/backup-full.sh");
+	ck_assert_msg(st == 0, "backup failed (%d): %s", st, r.err);
+	dp_test_result_free(&r);
+
+	free(dp_pg_query(
+	    &pg, "CREATE TABLE items(id int PRIMARY KEY, qty int);"
+	         "INSERT INTO items SELECT g, g FROM generate_series(1, 5000) g;"
+	         "CREATE TABLE notes(id int PRIMARY KEY, body text);"
+	         "INSERT INTO notes SELECT g, md5(g::text) FROM generate_series(1, 500) g"));
+	char *lsn = dp_pg_query(&pg, "SELECT pg_current_wal_lsn()");
+	/* T: the first whole second after the load; the changes come after it. */
+	char *srv = dp_pg_query(&pg, "SELECT extract(epoch FROM clock_timestamp())::float8");
+	time_t t = (time_t)strtod(srv, NULL) + 1;
+	free(srv);
+	char T[32];
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(T, sizeof(T), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char *at_t = dp_pg_checksums(&pg);
+	for (;;) {
+		char *now = dp_pg_query(&pg, "SELECT extract(epoch FROM clock_timestamp()) > %ld.3",
+		                        (long)t);
+		bool after = strcmp(now, "t") == 0;
+		free(now);
+		if (after)
+			break;
+		usleep(50 * 1000);
+	}
+	free(dp_pg_query(&pg,
+	                 "UPDATE items SET qty = qty + 1000 WHERE id <= 2500;"
+	                 "DELETE FROM notes WHERE id %% 2 = 0;"
+	                 "CREATE TABLE extra AS SELECT g AS id FROM generate_series(1, 100) g"));
+	char *latest = dp_pg_checksums(&pg);
+	ck_assert_str_ne(at_t, latest);
+	archive_now(&pg);
+
+	/* Outside the window: refused, with the window, nothing created. */
+	char dir[PATH_MAX];
+	new_target(dir);
+	st = dp_pg_script(&r, &pg,
+	                  "bash $S/restore.sh --backup pg-wal --time 2099-01-01T00:00:00Z "
+	                  "--to %s --port %d",
+	                  dir, dp_pg_free_port());
+	ck_assert_int_ne(st, 0);
+	ck_assert_msg(strstr(r.err, "outside the recoverable window") &&
+	                  strstr(r.err, "nothing was changed") && strstr(r.err, " .. "),
+	              "%s", r.err);
+	dp_test_result_free(&r);
+	ck_assert_int_ne(access(dir, F_OK), 0);
+	st = dp_pg_script(&r, &pg,
+	                  "bash $S/restore.sh --backup pg-wal --time 2001-01-01T00:00:00Z "
+	                  "--to %s --port %d",
+	                  dir, dp_pg_free_port());
+	ck_assert_int_ne(st, 0);
+	ck_assert_msg(strstr(r.err, "outside the recoverable window"), "%s", r.err);
+	dp_test_result_free(&r);
+	ck_assert_int_ne(access(dir, F_OK), 0);
+
+	char args[256];
+	snprintf(args, sizeof(args), "--backup pg-wal --time %s", T);
+	char *got = restore_to(&pg, args);
+	ck_assert_str_eq(got, at_t);
+	free(got);
+
+	snprintf(args, sizeof(args), "--archive pg-wal --lsn %s", lsn);
+	got = restore_to(&pg, args);
+	ck_assert_str_eq(got, at_t);
+	free(got);
+
+	got = restore_to(&pg, "--backup pg-wal --latest");
+	ck_assert_str_eq(got, latest);
+	free(got);
+
+	/* The window is stored in the repository. */
+	st = dp_pg_script(&r, &pg,
+	                  "bash $S/window.sh pg-wal >/dev/null && "
+	                  "$DP_WORKER get-file archives/pg-wal.json - | jq -r '.end'");
+	ck_assert_msg(st == 0 && strncmp(r.out, "20", 2) == 0, "window: %s %s", r.out, r.err);
+	dp_test_result_free(&r);
+
+	free(lsn);
+	free(at_t);
+	free(latest);
+	dp_pg_destroy(&pg);
+}
+END_TEST
+
+START_TEST(archive_mode_off_is_refused)
+{
+	dp_pg pg;
+	char repo[PATH_MAX];
+	dp_pg_create(&pg, "archive_mode = off");
+	dp_pg_start(&pg);
+	dp_pg_repo_init(repo);
+	dp_test_result r;
+	int st = dp_pg_script(&r, &pg, "DP_BACKUP_NAME=pg-wal bash $S/archive.sh");
+	ck_assert_int_ne(st, 0);
+	ck_assert_msg(strstr(r.err, "set archive_mode=on") && strstr(r.err, "restart"), "%s",
+	              r.err);
+	dp_test_result_free(&r);
+	/* Nothing was set: no archive_command in postgresql.auto.conf. */
+	dp_test_result g;
+	ck_assert_int_ne(
+	    dp_test_run(&g, "grep -q archive_command '%s/postgresql.auto.conf'", pg.data), 0);
+	dp_test_result_free(&g);
+	dp_pg_destroy(&pg);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("pg_pitr");
+	TCase *tc = tcase_create("pg_pitr");
+	tcase_set_timeout(tc, 180);
+	tcase_add_test(tc, pitr_time_lsn_latest);
+	tcase_add_test(tc, archive_mode_off_is_refused);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+DP_TEST_MAIN(suite)
