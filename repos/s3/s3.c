@@ -116,6 +116,8 @@ typedef struct s3_xfer {
 	curl_off_t last_bytes;
 	bool stalled;
 	long retry_after_s;
+	int64_t range_start; /* from Content-Range, -1 if none */
+	bool bad_range; /* the server's range does not cover ours */
 	char region_hint[64]; /* x-amz-bucket-region */
 } s3_xfer;
 
@@ -203,9 +205,17 @@ static void learn_status(s3_xfer *x)
 	x->r->status = code;
 	x->ok_status = code >= 200 && code < 300;
 	x->status_known = true;
-	/* A server that ignores Range answers 200 with the whole object. */
-	if (code == 200 && x->r->ranged)
+	/* A server may ignore Range (200, the whole object) or answer with a
+	 * wider range than asked (s3rver does for "bytes=0-0"): keep the part
+	 * we asked for, as Content-Range places it. */
+	if (x->r->ranged && code == 200) {
 		x->skip = x->r->off;
+	} else if (x->r->ranged && code == 206 && x->range_start >= 0) {
+		if ((uint64_t)x->range_start > x->r->off)
+			x->bad_range = true;
+		else
+			x->skip = x->r->off - (uint64_t)x->range_start;
+	}
 }
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
@@ -219,6 +229,8 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 			return 0;
 		return n;
 	}
+	if (x->bad_range)
+		return 0;
 	if (!x->r->out)
 		return n;
 	const char *p = ptr;
@@ -231,8 +243,8 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 	}
 	uint64_t have = x->r->out->len - x->out_base;
 	if (x->want != UINT64_MAX && have + m > x->want) {
-		if (x->r->status == 200 && x->r->ranged) {
-			m = (size_t)(x->want - have); /* the rest of an ignored Range */
+		if (x->r->ranged) {
+			m = (size_t)(x->want - have); /* beyond the range we asked for */
 		} else {
 			x->overflow = true;
 			return 0;
@@ -247,8 +259,28 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *arg)
 {
 	s3_xfer *x = arg;
 	size_t n = size * nmemb;
-	static const char ra[] = "retry-after:", br[] = "x-amz-bucket-region:";
-	if (n > sizeof(ra) - 1 && strncasecmp(ptr, ra, sizeof(ra) - 1) == 0) {
+	static const char ra[] = "retry-after:", br[] = "x-amz-bucket-region:",
+	                  cr[] = "content-range:";
+	if (n > sizeof(cr) - 1 && strncasecmp(ptr, cr, sizeof(cr) - 1) == 0) {
+		/* "Content-Range: bytes START-END/TOTAL" */
+		char v[96];
+		size_t l = n - (sizeof(cr) - 1);
+		if (l >= sizeof(v))
+			l = sizeof(v) - 1;
+		memcpy(v, ptr + sizeof(cr) - 1, l);
+		v[l] = 0;
+		const char *d = strstr(v, "bytes");
+		if (d) {
+			d += 5;
+			while (*d == ' ')
+				d++;
+			char *end;
+			errno = 0;
+			unsigned long long st = strtoull(d, &end, 10);
+			if (!errno && end != d && *end == '-' && st <= INT64_MAX)
+				x->range_start = (int64_t)st;
+		}
+	} else if (n > sizeof(ra) - 1 && strncasecmp(ptr, ra, sizeof(ra) - 1) == 0) {
 		char v[32];
 		size_t l = n - (sizeof(ra) - 1);
 		if (l >= sizeof(v))
@@ -421,7 +453,8 @@ static enum outcome attempt(s3_backend *b, s3_req *r, const char *url, char *wha
                             int *rc_out, long *retry_after_s)
 {
 	enum outcome res = OUT_FAIL;
-	s3_xfer x = {.b = b, .r = r, .timeout_ms = b->timeout_ms, .last_bytes = -1};
+	s3_xfer x = {
+	    .b = b, .r = r, .timeout_ms = b->timeout_ms, .last_bytes = -1, .range_start = -1};
 	struct curl_slist *hdr = NULL;
 	char errbuf[CURL_ERROR_SIZE] = "";
 	bool ok = true;
@@ -521,6 +554,12 @@ static enum outcome attempt(s3_backend *b, s3_req *r, const char *url, char *wha
 	if (cc != CURLE_OK) {
 		if (r->out)
 			r->out->len = x.out_base;
+		if (x.bad_range) {
+			*rc_out = dp_error_set(
+			    DP_ECORRUPT, "the s3 server answered with another byte range than "
+			                 "asked for");
+			goto out;
+		}
 		if (x.overflow) {
 			*rc_out = dp_error_set(DP_ECORRUPT,
 			                       "the s3 server sent more bytes than asked for");
@@ -665,9 +704,12 @@ static int s3_perform(s3_backend *b, s3_req *r)
 		                         &rc, &retry_after);
 		ms[i] = (long)(now_ms() - ta);
 		if (o == OUT_OK) {
-			if (i > 0)
-				dp_info("s3: %s of \"%s%s\" succeeded on attempt %d", r->verb,
-				        b->display, name, i + 1);
+			if (i > 0) {
+				fold_attempts(&log, what, ms, i);
+				dp_info("s3: %s of \"%s%s\" succeeded on attempt %d (%s)", r->verb,
+				        b->display, name, i + 1,
+				        log.data ? (const char *)log.data : "");
+			}
 			rc = 0;
 			goto out;
 		}

@@ -9,6 +9,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <openssl/evp.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -166,6 +168,9 @@ int dp_s3rver_start(dp_s3rver *s, const char *dir, int port, const char *bucket)
 			const char *argv[16];
 			int n = 0;
 			argv[n++] = "node";
+			/* s3rver makes continuation tokens with DES, which
+			 * OpenSSL 3 keeps in its legacy provider. */
+			argv[n++] = "--openssl-legacy-provider";
 			argv[n++] = js;
 			argv[n++] = "-d";
 			argv[n++] = dir;
@@ -229,4 +234,82 @@ void dp_s3rver_stop(dp_s3rver *s, bool hard)
 done:
 	forget(s->pid);
 	s->pid = 0;
+}
+
+/* ---- repair after a kill -9 ---- */
+
+static const char obj_suffix[] = "._S3rver_object";
+static int repaired;
+static int repair_err;
+
+static bool read_small(const char *path, char *buf, size_t n, size_t *len)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return false;
+	ssize_t r = read(fd, buf, n - 1);
+	close(fd);
+	if (r < 0)
+		return false;
+	buf[r] = 0;
+	*len = (size_t)r;
+	return true;
+}
+
+static bool md5_file(const char *path, char hex[33])
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return false;
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	EVP_DigestInit_ex(c, EVP_md5(), NULL);
+	char buf[65536];
+	ssize_t r;
+	while ((r = read(fd, buf, sizeof(buf))) > 0)
+		EVP_DigestUpdate(c, buf, (size_t)r);
+	close(fd);
+	unsigned char d[16];
+	unsigned int dl = 0;
+	EVP_DigestFinal_ex(c, d, &dl);
+	EVP_MD_CTX_free(c);
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", d[i]);
+	return r == 0;
+}
+
+static int repair_one(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)st;
+	(void)f;
+	size_t pl = strlen(path), sl = sizeof(obj_suffix) - 1;
+	if (flag != FTW_F || pl <= sl || strcmp(path + pl - sl, obj_suffix) != 0)
+		return 0;
+	char base[PATH_MAX], meta[PATH_MAX + 32], md5p[PATH_MAX + 8];
+	snprintf(base, sizeof(base), "%.*s", (int)(pl - sl), path);
+	snprintf(meta, sizeof(meta), "%s._S3rver_metadata.json", base);
+	snprintf(md5p, sizeof(md5p), "%s.md5", path);
+	char buf[8192], want[64], got[33];
+	size_t len = 0, wl = 0;
+	bool ok = read_small(meta, buf, sizeof(buf), &len);
+	while (ok && len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
+		len--;
+	ok = ok && len > 0 && buf[0] == '{' && buf[len - 1] == '}';
+	ok = ok && read_small(md5p, want, sizeof(want), &wl) && wl == 32;
+	ok = ok && md5_file(path, got) && memcmp(want, got, 32) == 0;
+	if (ok)
+		return 0;
+	if ((unlink(path) < 0 && errno != ENOENT) || (unlink(meta) < 0 && errno != ENOENT) ||
+	    (unlink(md5p) < 0 && errno != ENOENT))
+		repair_err = 1;
+	repaired++;
+	return 0;
+}
+
+int dp_s3rver_repair(const char *dir)
+{
+	repaired = 0;
+	repair_err = 0;
+	if (nftw(dir, repair_one, 32, FTW_PHYS) != 0 || repair_err)
+		return -1;
+	return repaired;
 }

@@ -36,6 +36,17 @@ int dp_s3rver_start(dp_s3rver *s, const char *dir, int port, const char *bucket)
 /* SIGTERM (or SIGKILL with hard) and wait for the PID. Idempotent. */
 void dp_s3rver_stop(dp_s3rver *s, bool hard);
 
+/* s3rver is not crash-safe (real S3 is): it writes an object's bytes in
+ * place, then an .md5 file, then a metadata file, and lists whatever object
+ * file exists. After a kill -9 its store can hold objects cut off mid-write
+ * (listed, with the short size) and truncated metadata (every listing of
+ * that prefix then fails with 500). This removes, from a stopped server's
+ * directory, every object whose metadata does not parse or whose bytes do
+ * not match its stored MD5: exactly the puts that were in flight, which the
+ * server never acknowledged. Returns how many objects it removed, -1 on
+ * error. */
+int dp_s3rver_repair(const char *dir);
+
 /* Sets AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY to s3rver's and clears
  * AWS_SESSION_TOKEN, AWS_PROFILE and the credentials file variables. */
 void dp_s3rver_env(void);
