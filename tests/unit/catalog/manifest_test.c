@@ -390,6 +390,67 @@ START_TEST(test_deep_nesting_rejected)
 }
 END_TEST
 
+/* Mutated good manifests (bytes flipped, dropped, YAML punctuation
+ * inserted) never crash the parser or validator: each is accepted or
+ * rejected as bad input with a message, and apply agrees. */
+START_TEST(test_mutations)
+{
+	const char *name = good_files[_i];
+	char path[PATH_MAX + 300];
+	size_t len;
+	snprintf(path, sizeof(path), "%s/good-manifests/%s", data_dir, name);
+	char *text = slurp(path, &len);
+	char *buf = malloc(len + 64);
+	ck_assert_ptr_nonnull(buf);
+	dp_catalog *c = fresh_catalog();
+	static const char punct[] = ":-[]{},&*!|>'\"%@#\n ";
+	unsigned seed = 12345u + (unsigned)_i;
+	int accepted = 0, rejected = 0;
+	for (int iter = 0; iter < 1500; iter++) {
+		memcpy(buf, text, len);
+		size_t n = len;
+		int edits = 1 + (int)(rand_r(&seed) % 3);
+		for (int e = 0; e < edits && n > 1; e++) {
+			size_t at = (size_t)rand_r(&seed) % n;
+			switch (rand_r(&seed) % 3) {
+			case 0:
+				buf[at] = (char)(rand_r(&seed) % 256);
+				if (buf[at] == 0)
+					buf[at] = '0';
+				break;
+			case 1:
+				memmove(buf + at, buf + at + 1, n - at - 1);
+				n--;
+				break;
+			default:
+				memmove(buf + at + 1, buf + at, n - at);
+				buf[at] = punct[(size_t)rand_r(&seed) % (sizeof(punct) - 1)];
+				n++;
+			}
+		}
+		dp_manifest *m = NULL;
+		dp_error_clear();
+		int rc = dp_manifest_parse(&m, buf, n, "mutated");
+		if (!rc)
+			rc = dp_manifest_validate(m);
+		if (!rc)
+			rc = dp_catalog_apply(c, m, true, NULL);
+		dp_manifest_free(m);
+		ck_assert_msg(rc == 0 || rc == DP_EUSAGE, "rc %d: %s", rc, dp_error_last());
+		if (rc) {
+			ck_assert_msg(dp_error_last()[0], "rejected without a message");
+			rejected++;
+		} else {
+			accepted++;
+		}
+	}
+	ck_assert_int_gt(rejected, 0);
+	dp_catalog_close(c);
+	free(buf);
+	free(text);
+}
+END_TEST
+
 static Suite *manifest_suite(void)
 {
 	const char *env = getenv("DP_TEST_DATA");
@@ -428,6 +489,7 @@ static Suite *manifest_suite(void)
 	tcase_add_test(tc, test_kind_names);
 	tcase_add_test(tc, test_names);
 	tcase_add_test(tc, test_deep_nesting_rejected);
+	tcase_add_loop_test(tc, test_mutations, 0, n_good);
 	suite_add_tcase(s, tc);
 	return s;
 }
