@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -450,6 +451,60 @@ void dp_cli_fmt_time(char *out, size_t cap, int64_t t)
 	struct tm tm;
 	if (!gmtime_r(&tt, &tm) || !strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm))
 		snprintf(out, cap, "%" PRId64, t);
+}
+
+/* ---- signals ---- */
+
+static volatile sig_atomic_t caught_signal, forwarded;
+static pthread_t signal_thread;
+
+static void on_signal(int sig)
+{
+	if (caught_signal) {
+		if (forwarded && pthread_equal(pthread_self(), signal_thread)) {
+			forwarded = 0; /* the first one, passed on below */
+			return;
+		}
+		/* The second one: stop now. */
+		signal(sig, SIG_DFL);
+		raise(sig);
+		return;
+	}
+	caught_signal = sig;
+	/* Wake the thread that waits in read() or write(). */
+	if (!pthread_equal(pthread_self(), signal_thread)) {
+		forwarded = 1;
+		pthread_kill(signal_thread, sig);
+	}
+}
+
+void dp_cli_catch_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = 0; /* no SA_RESTART: blocking calls return EINTR */
+	signal_thread = pthread_self();
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+int dp_cli_interrupted(void)
+{
+	return caught_signal;
+}
+
+int dp_cli_check_interrupt(void)
+{
+	int sig = caught_signal;
+	if (!sig)
+		return 0;
+	return dp_error_set(DP_ERROR, "interrupted by %s",
+	                    sig == SIGINT    ? "SIGINT"
+	                    : sig == SIGTERM ? "SIGTERM"
+	                                     : "a signal");
 }
 
 /* ---- progress line ---- */

@@ -60,6 +60,9 @@ static int write_all(int fd, const uint8_t *p, size_t len, const char *what)
 {
 	while (len > 0) {
 		ssize_t n = write(fd, p, len);
+		int rc = dp_cli_check_interrupt();
+		if (rc)
+			return rc;
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -79,6 +82,8 @@ static int pull_to_fd(dp_pull *p, int fd, const char *what)
 		return dp_error_set(DP_ERROR, "out of memory");
 	for (;;) {
 		size_t got = 0;
+		if ((rc = dp_cli_check_interrupt()) != 0)
+			break;
 		rc = dp_pull_read(p, buf, READ_LEN, &got);
 		if (rc || got == 0)
 			break;
@@ -135,7 +140,8 @@ static int pull_to_file(dp_pull *p, const char *target)
 
 static int tar_read_cb(void *arg, void *buf, size_t cap, size_t *got)
 {
-	return dp_pull_read(arg, buf, cap, got);
+	int rc = dp_cli_check_interrupt();
+	return rc ? rc : dp_pull_read(arg, buf, cap, got);
 }
 
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -285,6 +291,8 @@ int dp_worker_pull(int argc, char **argv)
 		}
 	}
 
+	/* A signal stops the pull cleanly: temporary files are removed. */
+	dp_cli_catch_signals();
 	rc = dp_worker_open_repo(&repo, &c);
 	if (rc)
 		goto out;

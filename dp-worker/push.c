@@ -47,7 +47,8 @@ static const struct option push_options[] = {
 
 static int push_write_cb(void *arg, const void *data, size_t len)
 {
-	return dp_push_write(arg, data, len);
+	int rc = dp_cli_check_interrupt();
+	return rc ? rc : dp_push_write(arg, data, len);
 }
 
 static int push_fd(dp_push *p, int fd, const char *what)
@@ -58,6 +59,8 @@ static int push_fd(dp_push *p, int fd, const char *what)
 		return dp_error_set(DP_ERROR, "out of memory");
 	for (;;) {
 		ssize_t n = read(fd, buf, READ_LEN);
+		if ((rc = dp_cli_check_interrupt()) != 0)
+			break;
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -208,6 +211,9 @@ int dp_worker_push(int argc, char **argv)
 		}
 	}
 
+	/* From here a signal aborts the push cleanly: no snapshot, lock
+	 * released. */
+	dp_cli_catch_signals();
 	rc = dp_worker_open_repo(&repo, &c);
 	if (rc)
 		goto out;
@@ -227,8 +233,13 @@ int dp_worker_push(int argc, char **argv)
 		rc = push_fd(push, fd, what);
 	dp_cli_progress_stop(pr);
 	pr = NULL;
-	if (rc)
+	if (!rc)
+		rc = dp_cli_check_interrupt();
+	if (rc) {
+		if (dp_cli_interrupted())
+			dp_error_prefix("push of \"%s\" aborted, no snapshot written", name);
 		goto out;
+	}
 
 	dp_push_result res;
 	memset(&res, 0, sizeof(res));

@@ -106,6 +106,17 @@ void dp_cli_fmt_bytes(char *out, size_t cap, uint64_t n);
 /* "2026-11-25T15:16:00Z". */
 void dp_cli_fmt_time(char *out, size_t cap, int64_t unix_seconds);
 
+/* SIGINT, SIGTERM and SIGHUP set a flag instead of ending the process, so
+ * that a push or pull can stop cleanly (abort, release its lock, remove its
+ * temporary files); a second signal ends the process at once. Blocking
+ * reads and writes on the calling thread (the one that installed the
+ * handlers) are interrupted (EINTR): signals that land on other threads are
+ * passed on to it. dp_cli_interrupted returns the signal caught, 0 if
+ * none, and dp_cli_check_interrupt turns it into an error (DP_ERROR). */
+void dp_cli_catch_signals(void);
+int dp_cli_interrupted(void);
+int dp_cli_check_interrupt(void);
+
 /* The progress line: when enabled and stderr is a terminal, a thread
  * redraws "LABEL  bytes  MB/s  dedup  [pct ETA]" from the counters about 5
  * times a second until dp_cli_progress_stop, which clears the line. *out is

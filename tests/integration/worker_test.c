@@ -381,8 +381,10 @@ START_TEST(test_200mib_roundtrip_and_dedup)
 	ck_assert_msg(du2 - du1 < du1 / 100, "same data added %llu bytes to %llu",
 	              (unsigned long long)(du2 - du1), (unsigned long long)du1);
 
-	/* 1% changed in scattered 8 KiB pages: well under 30% more. */
+	/* 1% changed in scattered 8 KiB pages: well under 30% more. (A second
+	 * apart, so that "newest" below does not depend on the tie rule.) */
 	change_pages(P("big"), size, 0.01);
+	sleep(1);
 	push_ok("big", P("big"), NULL);
 	uint64_t du3 = dp_test_du(repo);
 	double growth = (double)(du3 - du2) / (double)du2;
@@ -657,6 +659,27 @@ START_TEST(test_ls_stat_rm)
 }
 END_TEST
 
+START_TEST(test_newest_within_one_second)
+{
+	/* Two pushes of one name in quick succession: pull by name must take
+	 * the second, whatever the clock's resolution. */
+	init_repo(NULL);
+	dp_test_write_data(P("v1"), 1000, 1, false);
+	dp_test_write_data(P("v2"), 2000, 2, false);
+	for (int i = 0; i < 3; i++) {
+		char name[32], id2[65];
+		snprintf(name, sizeof(name), "quick/%d", i);
+		push_ok(name, P("v1"), NULL);
+		push_ok(name, P("v2"), id2);
+		dp_test_result r;
+		ck_assert_int_eq(run(&r, "%s stat --repo %s --json %s", W(), repo, name), 0);
+		ck_assert_msg(json_has(r.out, "id", id2), "round %d: \"%s\" is not the newest: %s",
+		              i, name, r.out);
+		dp_test_result_free(&r);
+	}
+}
+END_TEST
+
 /* ---- passphrases, missing repositories, init ---- */
 
 START_TEST(test_passphrase_and_missing_repo)
@@ -905,6 +928,37 @@ START_TEST(test_crash_kill9_mid_push)
 }
 END_TEST
 
+START_TEST(test_sigterm_aborts_push_cleanly)
+{
+	init_repo("--pack-size 1M");
+	signal(SIGPIPE, SIG_IGN);
+	int wfd;
+	pid_t pid = start_push("stopped", &wfd);
+	uint64_t seed = 9;
+	feed(wfd, 4 * MiB, &seed);
+	char locks[PATH_MAX];
+	snprintf(locks, sizeof(locks), "%s/locks", repo);
+	for (int i = 0; i < 200 && count_files(locks) == 0; i++)
+		usleep(50000);
+	ck_assert_int_gt(count_files(locks), 0);
+	/* The push waits for more input; SIGTERM must end it cleanly without
+	 * the writer closing the pipe. */
+	double t0 = now();
+	kill(pid, SIGTERM);
+	ck_assert_int_eq(wait_status(pid), 1);
+	ck_assert_msg(now() - t0 < 10, "the push took %.1f s to stop", now() - t0);
+	close(wfd);
+	ck_assert_int_eq(count_files(locks), 0);
+	dp_test_result r;
+	ck_assert_int_eq(run(&r, "%s ls --repo %s --json", W(), repo), 0);
+	ck_assert_msg(!json_has(r.out, "name", "stopped"), "%s", r.out);
+	dp_test_result_free(&r);
+	/* No --wait needed: the lock is gone. */
+	RUN_EXPECT(0, "%s repo prune --repo %s", DP(), repo);
+	RUN_EXPECT(0, "%s repo check --repo %s --read-data", DP(), repo);
+}
+END_TEST
+
 START_TEST(test_two_pushes_at_once)
 {
 	init_repo(NULL);
@@ -1020,11 +1074,13 @@ static Suite *worker_suite(void)
 	ADD(s, test_tree_roundtrip);
 	ADD(s, test_tree_unreadable_entry);
 	ADD(s, test_ls_stat_rm);
+	ADD(s, test_newest_within_one_second);
 	ADD(s, test_passphrase_and_missing_repo);
 	ADD(s, test_corrupt_flipped_byte);
 	ADD(s, test_corrupt_truncated_pack);
 	ADD(s, test_corrupt_missing_index);
 	ADD(s, test_crash_kill9_mid_push);
+	ADD(s, test_sigterm_aborts_push_cleanly);
 	ADD(s, test_two_pushes_at_once);
 	ADD(s, test_prune_waits_for_push);
 	ADD(s, test_quiet_output);
