@@ -16,6 +16,7 @@
 #include <ctype.h>
 #include <strings.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -120,6 +121,8 @@ void dp_cli_help(const dp_cli_cmd *cmd, FILE *f)
 		fputc('\n', f);
 	}
 	fprintf(f, "\n%s", exit_status_text);
+	fprintf(f, "\nenvironment: DP_REPO, DP_REPO_PASSPHRASE, DP_STATUS_FD (a descriptor for "
+	           "JSON-line\nprogress and result events)\n");
 	if (cmd->examples && cmd->examples[0])
 		fprintf(f, "\nexample%s:\n%s",
 		        strchr(cmd->examples, '\n') && strchr(cmd->examples, '\n')[1] ? "s" : "",
@@ -507,6 +510,43 @@ int dp_cli_check_interrupt(void)
 	                                     : "a signal");
 }
 
+/* ---- status events ---- */
+
+int dp_cli_status_fd(void)
+{
+	static int fd = -2;
+	if (fd != -2)
+		return fd;
+	fd = -1;
+	const char *env = getenv("DP_STATUS_FD");
+	long v = 0;
+	if (env && env[0] && dp_cli_parse_int(&v, "DP_STATUS_FD", env, 3, 1 << 20) == 0 &&
+	    fcntl((int)v, F_GETFD) >= 0)
+		fd = (int)v;
+	else if (env && env[0])
+		dp_error_clear();
+	return fd;
+}
+
+void dp_cli_event(const char *json)
+{
+	int fd = dp_cli_status_fd();
+	if (fd < 0 || !json)
+		return;
+	size_t len = strlen(json);
+	char small[1024];
+	char *line = len + 2 <= sizeof(small) ? small : malloc(len + 2);
+	if (!line)
+		return;
+	memcpy(line, json, len);
+	line[len] = '\n';
+	/* A failing status channel must not fail the data path. */
+	ssize_t w = write(fd, line, len + 1);
+	(void)w;
+	if (line != small)
+		free(line);
+}
+
 /* ---- progress line ---- */
 
 struct dp_cli_progress {
@@ -515,6 +555,8 @@ struct dp_cli_progress {
 	pthread_cond_t cv;
 	bool stop;
 	bool drawn;
+	bool line; /* draw on the terminal */
+	int ticks; /* 200 ms each */
 	const struct dp_progress *p;
 	char label[32];
 	struct timespec start;
@@ -561,6 +603,20 @@ static void draw(struct dp_cli_progress *pr)
 	}
 }
 
+static void emit_progress(struct dp_cli_progress *pr)
+{
+	if (dp_cli_status_fd() < 0)
+		return;
+	char ev[256];
+	snprintf(ev, sizeof(ev),
+	         "{\"event\":\"progress\",\"verb\":\"%s\",\"done\":%" PRIu64 ",\"stored\":%" PRIu64
+	         ",\"total\":%" PRIu64 ",\"seconds\":%.3f}",
+	         pr->label, atomic_load(&((struct dp_progress *)pr->p)->done),
+	         atomic_load(&((struct dp_progress *)pr->p)->stored),
+	         atomic_load(&((struct dp_progress *)pr->p)->total), since(&pr->start));
+	dp_cli_event(ev);
+}
+
 static void *progress_main(void *arg)
 {
 	struct dp_cli_progress *pr = arg;
@@ -574,8 +630,12 @@ static void *progress_main(void *arg)
 			until.tv_nsec -= 1000000000;
 		}
 		pthread_cond_timedwait(&pr->cv, &pr->mu, &until);
-		if (!pr->stop)
+		if (pr->stop)
+			break;
+		if (pr->line)
 			draw(pr);
+		if (++pr->ticks % 5 == 0)
+			emit_progress(pr);
 	}
 	pthread_mutex_unlock(&pr->mu);
 	return NULL;
@@ -585,12 +645,14 @@ int dp_cli_progress_start(dp_cli_progress **out, const char *label, const struct
                           bool enabled)
 {
 	*out = NULL;
-	if (!enabled || !p || !isatty(STDERR_FILENO))
+	bool line = enabled && isatty(STDERR_FILENO);
+	if (!p || (!line && dp_cli_status_fd() < 0))
 		return 0;
 	struct dp_cli_progress *pr = calloc(1, sizeof(*pr));
 	if (!pr)
 		return dp_error_set(DP_ERROR, "out of memory");
 	pr->p = p;
+	pr->line = line;
 	snprintf(pr->label, sizeof(pr->label), "%s", label);
 	clock_gettime(CLOCK_MONOTONIC, &pr->start);
 	pthread_mutex_init(&pr->mu, NULL);
@@ -615,6 +677,7 @@ void dp_cli_progress_stop(dp_cli_progress *pr)
 	pthread_cond_signal(&pr->cv);
 	pthread_mutex_unlock(&pr->mu);
 	pthread_join(pr->thread, NULL);
+	emit_progress(pr);
 	if (pr->drawn) {
 		ssize_t w = write(STDERR_FILENO, "\r\033[K", 4);
 		(void)w;

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dp/error.h"
@@ -291,6 +292,8 @@ int dp_worker_pull(int argc, char **argv)
 		}
 	}
 
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	/* A signal stops the pull cleanly: temporary files are removed. */
 	dp_cli_catch_signals();
 	rc = dp_worker_open_repo(&repo, &c);
@@ -357,6 +360,17 @@ int dp_worker_pull(int argc, char **argv)
 	}
 	dp_cli_progress_stop(pr);
 	pr = NULL;
+	if (!rc && dp_cli_status_fd() >= 0) {
+		char ev[600];
+		struct timespec t1;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		snprintf(ev, sizeof(ev),
+		         "{\"event\":\"result\",\"verb\":\"pull\",\"id\":\"%s\",\"kind\":\"%s\","
+		         "\"size\":%llu,\"seconds\":%.3f}",
+		         info->id, info->kind, (unsigned long long)info->size,
+		         (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+		dp_cli_event(ev);
+	}
 out:
 	dp_cli_progress_stop(pr);
 	if (pull)

@@ -77,11 +77,11 @@ static int push_fd(dp_push *p, int fd, const char *what)
 	return rc;
 }
 
-static void print_json(const char *name, const char *kind, const dp_push_result *res)
+static cJSON *result_json(const char *name, const char *kind, const dp_push_result *res)
 {
 	cJSON *o = cJSON_CreateObject();
 	if (!o)
-		return;
+		return NULL;
 	cJSON_AddStringToObject(o, "id", res->id);
 	cJSON_AddStringToObject(o, "name", name);
 	cJSON_AddStringToObject(o, "kind", kind);
@@ -94,11 +94,27 @@ static void print_json(const char *name, const char *kind, const dp_push_result 
 	cJSON_AddNumberToObject(o, "seconds", res->seconds);
 	cJSON_AddNumberToObject(o, "mb_per_s",
 	                        res->seconds > 0 ? (double)res->size / 1e6 / res->seconds : 0);
-	char *s = cJSON_PrintUnformatted(o);
-	if (s)
-		printf("%s\n", s);
-	free(s);
-	cJSON_Delete(o);
+	return o;
+}
+
+/* The result on stdout (--json) and as a status event (DP_STATUS_FD). */
+static void report_json(cJSON *o, bool to_stdout)
+{
+	if (!o)
+		return;
+	if (to_stdout) {
+		char *s = cJSON_PrintUnformatted(o);
+		if (s)
+			printf("%s\n", s);
+		free(s);
+	}
+	if (dp_cli_status_fd() >= 0) {
+		cJSON_AddStringToObject(o, "event", "result");
+		cJSON_AddStringToObject(o, "verb", "push");
+		char *s = cJSON_PrintUnformatted(o);
+		dp_cli_event(s);
+		free(s);
+	}
 }
 
 static const char push_about[] =
@@ -247,9 +263,10 @@ int dp_worker_push(int argc, char **argv)
 	push = NULL;
 	if (rc)
 		goto out;
-	if (c.json) {
-		print_json(name, kind, &res);
-	} else {
+	cJSON *result = result_json(name, kind, &res);
+	report_json(result, c.json);
+	cJSON_Delete(result);
+	if (!c.json) {
 		printf("%s\n", res.id);
 		if (!c.quiet && isatty(STDERR_FILENO)) {
 			char sz[32], st[32];

@@ -117,11 +117,26 @@ void dp_cli_catch_signals(void);
 int dp_cli_interrupted(void);
 int dp_cli_check_interrupt(void);
 
+/* Machine events for the controller: when DP_STATUS_FD names an open
+ * descriptor (>= 3), commands write one JSON object per line to it:
+ *   {"event":"progress","verb":"push","done":N,"stored":N,"total":N,"seconds":S}
+ *     about once a second while data moves, and once at the end;
+ *   {"event":"result","verb":"push",...} when a command succeeded (the
+ *     fields of its --json output).
+ * dp_cli_status_fd returns the descriptor or -1; dp_cli_event writes one
+ * line (json without its newline) in a single write, so lines from several
+ * processes sharing the descriptor do not interleave. Human output never
+ * goes there. */
+int dp_cli_status_fd(void);
+void dp_cli_event(const char *json);
+
 /* The progress line: when enabled and stderr is a terminal, a thread
  * redraws "LABEL  bytes  MB/s  dedup  [pct ETA]" from the counters about 5
- * times a second until dp_cli_progress_stop, which clears the line. *out is
- * NULL (and nothing runs) otherwise; stop(NULL) is a no-op. The counters
- * are borrowed and must outlive the progress line. */
+ * times a second until dp_cli_progress_stop, which clears the line. With
+ * DP_STATUS_FD set, the same thread writes progress events (whether or not
+ * the line is enabled). *out is NULL (and nothing runs) when neither
+ * applies; stop(NULL) is a no-op. The counters are borrowed and must
+ * outlive the progress line. */
 typedef struct dp_cli_progress dp_cli_progress;
 int dp_cli_progress_start(dp_cli_progress **out, const char *label, const struct dp_progress *p,
                           bool enabled);

@@ -1053,6 +1053,36 @@ START_TEST(test_quiet_output)
 }
 END_TEST
 
+START_TEST(test_status_events)
+{
+	init_repo(NULL);
+	dp_test_write_data(P("in"), 3 * MiB, 1, true);
+	/* Input that pauses, so that at least one periodic event is due. */
+	RUN_EXPECT(0,
+	           "(head -c 1000000 %s; sleep 1.3; tail -c +1000001 %s) | DP_STATUS_FD=3 %s push "
+	           "--repo %s ev - 3>%s",
+	           P("in"), P("in"), W(), repo, P("events"));
+	RUN_EXPECT(0, "DP_STATUS_FD=3 %s pull --repo %s ev %s 3>>%s", W(), repo, P("out"),
+	           P("events"));
+	ck_assert(dp_test_files_equal(P("in"), P("out")));
+	dp_test_result r;
+	ck_assert_int_eq(run(&r, "cat %s", P("events")), 0);
+	const char *push_result = strstr(r.out, "\"verb\":\"push\"}");
+	ck_assert_msg(strstr(r.out, "{\"event\":\"progress\",\"verb\":\"push\",\"done\":") &&
+	                  push_result && strstr(r.out, "\"event\":\"result\"") &&
+	                  strstr(r.out, "{\"event\":\"result\",\"verb\":\"pull\""),
+	              "events: %s", r.out);
+	ck_assert_double_eq(json_num(r.out, "size"), 3.0 * MiB);
+	/* One JSON object per line. */
+	for (const char *l = r.out; *l; l = strchr(l, '\n') + 1)
+		ck_assert_msg(l[0] == '{' && strchr(l, '\n')[-1] == '}', "not a JSON line: %s", l);
+	dp_test_result_free(&r);
+	/* Without DP_STATUS_FD nothing is written to descriptor 3. */
+	RUN_EXPECT(0, "%s pull --repo %s ev %s 3>%s", W(), repo, P("out"), P("none"));
+	ck_assert_uint_eq(dp_test_du(P("none")), 0);
+}
+END_TEST
+
 /* One case per test, so that CK_RUN_CASE=test_tree_roundtrip runs one. */
 static void add(Suite *s, const TTest *t, const char *name)
 {
@@ -1084,6 +1114,7 @@ static Suite *worker_suite(void)
 	ADD(s, test_two_pushes_at_once);
 	ADD(s, test_prune_waits_for_push);
 	ADD(s, test_quiet_output);
+	ADD(s, test_status_events);
 	return s;
 }
 
