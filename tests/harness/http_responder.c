@@ -285,6 +285,14 @@ const char *dp_http_responder_url(dp_http_responder *r)
 	return r->url;
 }
 
+size_t dp_http_responder_connections(dp_http_responder *r)
+{
+	pthread_mutex_lock(&r->mu);
+	size_t n = r->nconns;
+	pthread_mutex_unlock(&r->mu);
+	return n;
+}
+
 size_t dp_http_responder_count(dp_http_responder *r)
 {
 	pthread_mutex_lock(&r->mu);

@@ -36,6 +36,8 @@ dp_http_responder *dp_http_responder_start(const dp_http_step *steps, size_t n);
 int dp_http_responder_port(dp_http_responder *r);
 /* "http://127.0.0.1:PORT" (owned by r). */
 const char *dp_http_responder_url(dp_http_responder *r);
+/* TCP connections accepted so far. */
+size_t dp_http_responder_connections(dp_http_responder *r);
 /* Requests received so far (complete heads). */
 size_t dp_http_responder_count(dp_http_responder *r);
 /* Request i: its head (request line and headers, CRLFs kept, without the

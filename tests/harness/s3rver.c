@@ -11,6 +11,9 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -122,7 +125,8 @@ void dp_s3rver_env(void)
 	unsetenv("AWS_CONFIG_FILE");
 }
 
-int dp_s3rver_start(dp_s3rver *s, const char *dir, int port, const char *bucket)
+static int start(dp_s3rver *s, const char *dir, int port, const char *bucket, const char *key,
+                 const char *cert)
 {
 	memset(s, 0, sizeof(*s));
 	const char *js = dp_s3rver_script();
@@ -143,7 +147,8 @@ int dp_s3rver_start(dp_s3rver *s, const char *dir, int port, const char *bucket)
 			fprintf(stderr, "s3rver: no free port\n");
 			return -1;
 		}
-		snprintf(s->endpoint, sizeof(s->endpoint), "http://127.0.0.1:%d", s->port);
+		snprintf(s->endpoint, sizeof(s->endpoint), "%s://127.0.0.1:%d",
+		         cert ? "https" : "http", s->port);
 		char portstr[16];
 		snprintf(portstr, sizeof(portstr), "%d", s->port);
 		pid_t parent = getpid();
@@ -180,6 +185,12 @@ int dp_s3rver_start(dp_s3rver *s, const char *dir, int port, const char *bucket)
 			argv[n++] = portstr;
 			argv[n++] = "--service-endpoint";
 			argv[n++] = "localhost";
+			if (key && cert) {
+				argv[n++] = "--key";
+				argv[n++] = key;
+				argv[n++] = "--cert";
+				argv[n++] = cert;
+			}
 			if (bucket) {
 				argv[n++] = "--configure-bucket";
 				argv[n++] = bucket;
@@ -215,6 +226,17 @@ int dp_s3rver_start(dp_s3rver *s, const char *dir, int port, const char *bucket)
 	}
 	fprintf(stderr, "s3rver: exited at start (log: %s)\n", s->log);
 	return -1;
+}
+
+int dp_s3rver_start(dp_s3rver *s, const char *dir, int port, const char *bucket)
+{
+	return start(s, dir, port, bucket, NULL, NULL);
+}
+
+int dp_s3rver_start_tls(dp_s3rver *s, const char *dir, int port, const char *bucket,
+                        const char *key_pem, const char *cert_pem)
+{
+	return start(s, dir, port, bucket, key_pem, cert_pem);
 }
 
 void dp_s3rver_stop(dp_s3rver *s, bool hard)
@@ -312,4 +334,58 @@ int dp_s3rver_repair(const char *dir)
 	if (nftw(dir, repair_one, 32, FTW_PHYS) != 0 || repair_err)
 		return -1;
 	return repaired;
+}
+
+/* ---- a self-signed certificate ---- */
+
+static int add_ext(X509 *x, int nid, const char *value)
+{
+	X509V3_CTX ctx;
+	X509V3_set_ctx_nodb(&ctx);
+	X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+	X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+	if (!e)
+		return -1;
+	int ok = X509_add_ext(x, e, -1);
+	X509_EXTENSION_free(e);
+	return ok ? 0 : -1;
+}
+
+int dp_s3rver_make_cert(const char *key_pem, const char *cert_pem)
+{
+	int rc = -1;
+	EVP_PKEY *k = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	FILE *f = NULL;
+	if (!k || !x)
+		goto out;
+	X509_set_version(x, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), (long)time(NULL));
+	X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+	X509_set_pubkey(x, k);
+	X509_NAME *name = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"127.0.0.1", -1,
+	                           -1, 0);
+	X509_set_issuer_name(x, name);
+	if (add_ext(x, NID_subject_alt_name, "IP:127.0.0.1,DNS:localhost") < 0 ||
+	    add_ext(x, NID_basic_constraints, "critical,CA:TRUE") < 0 ||
+	    add_ext(x, NID_key_usage, "critical,digitalSignature,keyCertSign") < 0)
+		goto out;
+	if (!X509_sign(x, k, EVP_sha256()))
+		goto out;
+	f = fopen(key_pem, "w");
+	if (!f || !PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL))
+		goto out;
+	fclose(f);
+	f = fopen(cert_pem, "w");
+	if (!f || !PEM_write_X509(f, x))
+		goto out;
+	rc = 0;
+out:
+	if (f)
+		fclose(f);
+	X509_free(x);
+	EVP_PKEY_free(k);
+	return rc;
 }

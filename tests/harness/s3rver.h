@@ -33,6 +33,15 @@ typedef struct dp_s3rver {
  * Returns 0, or -1 with a message on stderr. */
 int dp_s3rver_start(dp_s3rver *s, const char *dir, int port, const char *bucket);
 
+/* The same over https with the given PEM key and certificate; endpoint is
+ * then "https://127.0.0.1:PORT". */
+int dp_s3rver_start_tls(dp_s3rver *s, const char *dir, int port, const char *bucket,
+                        const char *key_pem, const char *cert_pem);
+
+/* Writes a fresh self-signed certificate for 127.0.0.1 and localhost
+ * (P-256 key; usable as its own CA bundle). Returns 0 or -1. */
+int dp_s3rver_make_cert(const char *key_pem, const char *cert_pem);
+
 /* SIGTERM (or SIGKILL with hard) and wait for the PID. Idempotent. */
 void dp_s3rver_stop(dp_s3rver *s, bool hard);
 

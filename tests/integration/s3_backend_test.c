@@ -642,6 +642,64 @@ START_TEST(t_kill9_mid_put)
 }
 END_TEST
 
+START_TEST(t_https_verification)
+{
+	char key[PATH_MAX + 16], cert[PATH_MAX + 16], other_key[PATH_MAX + 16],
+	    other_cert[PATH_MAX + 16], dir[PATH_MAX + 16];
+	snprintf(key, sizeof(key), "%s/key.pem", dp_test_dir);
+	snprintf(cert, sizeof(cert), "%s/cert.pem", dp_test_dir);
+	snprintf(other_key, sizeof(other_key), "%s/other-key.pem", dp_test_dir);
+	snprintf(other_cert, sizeof(other_cert), "%s/other-cert.pem", dp_test_dir);
+	snprintf(dir, sizeof(dir), "%s/tls", dp_test_dir);
+	ck_assert_int_eq(dp_s3rver_make_cert(key, cert), 0);
+	ck_assert_int_eq(dp_s3rver_make_cert(other_key, other_cert), 0);
+	dp_s3rver tls;
+	ck_assert_int_eq(dp_s3rver_start_tls(&tls, dir, 0, BUCKET, key, cert), 0);
+	ck_assert_msg(strncmp(tls.endpoint, "https://", 8) == 0, "%s", tls.endpoint);
+	dp_s3rver_env();
+
+	/* The server's own certificate as the CA bundle: works. */
+	dp_backend_opts o = {.s3_endpoint = tls.endpoint, .s3_ca_file = cert, .retries = 3};
+	dp_backend *b = NULL;
+	ck_assert_int_eq(dp_backend_open(&b, "s3://" BUCKET "/tls", &o), 0);
+	int rc = b->create(b);
+	ck_assert_msg(rc == 0, "%s", dp_error_last());
+	ck_assert_int_eq(b->put(b, "config", "over tls", 8), 0);
+	dp_buf out = {0};
+	ck_assert_int_eq(b->get(b, "config", 0, UINT64_MAX, &out), 0);
+	ck_assert_uint_eq(out.len, 8);
+	dp_buf_free(&out);
+	dp_backend_free(b);
+
+	/* Another CA, or the system's: refused at once, saying what to pass. */
+	const char *bundles[] = {other_cert, NULL};
+	for (int i = 0; i < 2; i++) {
+		o.s3_ca_file = bundles[i];
+		ck_assert_int_eq(dp_backend_open(&b, "s3://" BUCKET "/tls", &o), 0);
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		rc = b->put(b, "config", "x", 1);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		ck_assert_int_eq(rc, DP_ERROR);
+		ck_assert_msg(strstr(dp_error_last(), "tls certificate check failed"), "%s",
+		              dp_error_last());
+		ck_assert_msg(strstr(dp_error_last(), "--s3-ca-file"), "%s", dp_error_last());
+		ck_assert_msg(t1.tv_sec - t0.tv_sec < 2, "not at once");
+		dp_backend_free(b);
+	}
+
+	/* Plain http to the https port is not silently accepted. */
+	char plain[96];
+	snprintf(plain, sizeof(plain), "http://127.0.0.1:%d", tls.port);
+	o.s3_endpoint = plain;
+	o.retries = 0;
+	ck_assert_int_eq(dp_backend_open(&b, "s3://" BUCKET "/tls", &o), 0);
+	ck_assert_int_ne(b->put(b, "config", "x", 1), 0);
+	dp_backend_free(b);
+	dp_s3rver_stop(&tls, false);
+}
+END_TEST
+
 static Suite *s3_backend_suite(void)
 {
 	Suite *s = suite_create("s3 backend (s3rver)");
@@ -668,6 +726,7 @@ static Suite *s3_backend_suite(void)
 	tcase_add_test(tc, t_create_and_clear_errors);
 	tcase_add_test(tc, t_aws_cli_interop);
 	tcase_add_test(tc, t_kill9_mid_put);
+	tcase_add_test(tc, t_https_verification);
 	suite_add_tcase(s, tc);
 	return s;
 }

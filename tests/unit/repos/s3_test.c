@@ -967,6 +967,14 @@ START_TEST(t_parallel_puts_reuse_connections)
 		ck_assert_int_eq(args[i].fails, 0);
 	}
 	ck_assert_uint_eq(dp_http_responder_count(r), T * PER);
+	/* Pooled handles keep their connections: about one per thread. */
+	ck_assert_msg(dp_http_responder_connections(r) <= 2 * T, "%zu connections for %d requests",
+	              dp_http_responder_connections(r), T * PER);
+	/* Sequential requests from one thread reuse one connection. */
+	size_t before = dp_http_responder_connections(r);
+	for (int i = 0; i < 20; i++)
+		ck_assert_int_eq(b->put(b, "seq", "x", 1), 0);
+	ck_assert_uint_le(dp_http_responder_connections(r), before + 1);
 	b->free(b);
 	dp_http_responder_stop(r);
 }
