@@ -596,7 +596,8 @@ static enum outcome attempt(s3_backend *b, s3_req *r, const char *url, char *wha
 	snprintf(what, whatn, "HTTP %ld%s%s%s%.120s%s", st, code[0] ? " " : "", code,
 	         f.message[0] ? " \"" : "", f.message, f.message[0] ? "\"" : "");
 	if (st >= 500 || st == 429 || strcmp(code, "SlowDown") == 0 ||
-	    strcmp(code, "RequestTimeout") == 0 || strcmp(code, "InternalError") == 0) {
+	    strcmp(code, "RequestTimeout") == 0 || strcmp(code, "InternalError") == 0 ||
+	    strcmp(code, "IncompleteBody") == 0 || strcmp(code, "OperationAborted") == 0) {
 		res = OUT_RETRY;
 		goto out;
 	}

@@ -570,6 +570,36 @@ START_TEST(t_503_forever_folds_attempts)
 }
 END_TEST
 
+START_TEST(t_retryable_4xx)
+{
+	dp_http_step s[] = {
+	    {DP_HTTP_RESPOND, 400, NULL,
+	     "<Error><Code>RequestTimeout</Code><Message>Your socket connection to the server "
+	     "was not read from or written to within the timeout period.</Message></Error>",
+	     0},
+	    {DP_HTTP_RESPOND, 429, "Retry-After: 1\r\n", NULL, 0},
+	    {DP_HTTP_RESPOND, 200, NULL, NULL, 0},
+	    {DP_HTTP_RESPOND, 400, NULL, "<Error><Code>InvalidArgument</Code></Error>", 0}};
+	dp_http_responder *r = dp_http_responder_start(s, 4);
+	dp_backend *b = open_at(r, "s3://bkt/p", 3, 5000);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int rc = b->put(b, "k", "abc", 3);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ck_assert_msg(rc == 0, "%s", dp_error_last());
+	ck_assert_uint_eq(dp_http_responder_count(r), 3);
+	/* Retry-After (1 s) is longer than the 10 ms backoff: it is honoured. */
+	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	ck_assert_msg(secs >= 0.95, "Retry-After was not honoured (%.2f s)", secs);
+	/* Other 4xx are final. */
+	ck_assert_int_eq(b->put(b, "k", "abc", 3), DP_ERROR);
+	ck_assert_uint_eq(dp_http_responder_count(r), 4);
+	ck_assert_msg(strstr(dp_error_last(), "HTTP 400 InvalidArgument"), "%s", dp_error_last());
+	b->free(b);
+	dp_http_responder_stop(r);
+}
+END_TEST
+
 START_TEST(t_403_fails_at_once)
 {
 	dp_http_step s[] = {{DP_HTTP_RESPOND, 403, NULL,
@@ -1001,6 +1031,7 @@ static Suite *s3_suite(void)
 	tcase_add_test(tc, t_session_token_signed);
 	tcase_add_test(tc, t_503_twice_then_200);
 	tcase_add_test(tc, t_503_forever_folds_attempts);
+	tcase_add_test(tc, t_retryable_4xx);
 	tcase_add_test(tc, t_403_fails_at_once);
 	tcase_add_test(tc, t_no_such_bucket_fails_at_once);
 	tcase_add_test(tc, t_missing_object);
