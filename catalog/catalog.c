@@ -278,6 +278,11 @@ void dp_catalog_set_actor(dp_catalog *c, const char *actor)
 	snprintf(c->actor, sizeof(c->actor), "%s", actor);
 }
 
+const char *dp_catalog_actor(const dp_catalog *c)
+{
+	return c->actor;
+}
+
 /* ---- small helpers ---- */
 
 static char *col_text(sqlite3_stmt *st, int i)
@@ -482,6 +487,67 @@ static int lookup_spec(void *arg, dp_kind kind, const char *name, cJSON **spec_o
 	return 0;
 }
 
+/* Every ActionSet as [{name, labels, backupType}] (dp_policy_methods). */
+static int list_actionsets(void *arg, cJSON **out)
+{
+	dp_catalog *c = arg;
+	dp_resource *v;
+	size_t n;
+	*out = NULL;
+	int rc = dp_catalog_list(c, DP_KIND_ACTION_SET, &v, &n);
+	if (rc)
+		return rc;
+	cJSON *arr = cJSON_CreateArray();
+	for (size_t i = 0; arr && i < n; i++) {
+		cJSON *a = cJSON_CreateObject(), *meta = cJSON_Parse(v[i].meta),
+		      *spec = cJSON_Parse(v[i].spec);
+		cJSON *labels = cJSON_DetachItemFromObjectCaseSensitive(meta, "labels");
+		const cJSON *type = cJSON_GetObjectItemCaseSensitive(spec, "backupType");
+		cJSON_AddItemToArray(arr, a);
+		cJSON_AddStringToObject(a, "name", v[i].name);
+		cJSON_AddItemToObject(a, "labels", labels ? labels : cJSON_CreateObject());
+		cJSON_AddStringToObject(a, "backupType",
+		                        cJSON_IsString(type) ? type->valuestring : "");
+		cJSON_Delete(meta);
+		cJSON_Delete(spec);
+	}
+	dp_resources_free(v, n);
+	if (!arr)
+		return dp_error_set(DP_ERROR, "out of memory");
+	*out = arr;
+	return 0;
+}
+
+int dp_catalog_policy_methods(dp_catalog *c, const char *policy, dp_buf *out)
+{
+	dp_resource r;
+	cJSON *spec = NULL, *sets = NULL, *methods = NULL;
+	char *text = NULL;
+	int rc = dp_catalog_get(c, DP_KIND_BACKUP_POLICY, policy, &r);
+	if (rc)
+		return rc;
+	if (!(spec = cJSON_Parse(r.spec))) {
+		rc = dp_error_set(DP_ECORRUPT, "backuppolicy \"%s\": stored spec does not parse",
+		                  policy);
+		goto out;
+	}
+	if ((rc = list_actionsets(c, &sets)))
+		goto out;
+	if (!(methods = dp_policy_methods(spec, sets)) ||
+	    !(text = cJSON_PrintUnformatted(methods))) {
+		rc = dp_error_set(DP_ERROR, "out of memory");
+		goto out;
+	}
+	rc = dp_buf_appendf(out, "%s", text);
+out:
+	cJSON_free(text);
+	cJSON_Delete(methods);
+	cJSON_Delete(sets);
+	cJSON_Delete(spec);
+	dp_resource_clear(&r);
+	return rc;
+}
+
 static int apply_doc(dp_catalog *c, const dp_manifest *m, size_t i, dp_apply_action *action)
 {
 	dp_kind kind = dp_manifest_kind(m, i);
@@ -570,7 +636,8 @@ int dp_catalog_apply(dp_catalog *c, dp_manifest *m, bool dry_run, dp_apply_actio
 		return rc;
 	if ((rc = exec(c, "BEGIN IMMEDIATE")))
 		return rc;
-	if ((rc = dp_manifest_check_refs(m, lookup_spec, c)))
+	struct dp_ref_source src = {lookup_spec, list_actionsets, c};
+	if ((rc = dp_manifest_check_refs(m, &src)))
 		goto out;
 	for (size_t i = 0; i < m->n; i++) {
 		dp_apply_action a = DP_APPLY_UNCHANGED;

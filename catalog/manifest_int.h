@@ -29,14 +29,29 @@ struct dp_manifest {
 	bool validated;
 };
 
-/* Looks a referenced object up outside the manifest (the catalog). Returns 0
- * and the spec (owned by the caller) if found, DP_ENOTFOUND if not, or
- * another code with the message set. */
+/* Where references are looked up outside the manifest (the catalog).
+ * get: 0 and the spec (owned by the caller) if found, DP_ENOTFOUND if not,
+ * or another code with the message set. actionsets: every ActionSet as an
+ * array (owned by the caller) of {"name", "labels": {...}, "backupType"}.
+ * Either may be NULL (nothing outside the manifest). */
 typedef int (*dp_ref_lookup_fn)(void *arg, dp_kind kind, const char *name, cJSON **spec_out);
+typedef int (*dp_ref_actionsets_fn)(void *arg, cJSON **out);
+struct dp_ref_source {
+	dp_ref_lookup_fn get;
+	dp_ref_actionsets_fn actionsets;
+	void *arg;
+};
 
 /* Checks every reference of every (validated) document against the other
- * documents of the manifest first, then lookup. */
-int dp_manifest_check_refs(dp_manifest *m, dp_ref_lookup_fn lookup, void *arg);
+ * documents of the manifest first, then src. */
+int dp_manifest_check_refs(dp_manifest *m, const struct dp_ref_source *src);
+
+/* The methods a policy offers: its backupMethods if it lists any, else its
+ * engine's defaults: one per ActionSet labelled with the engine (in name
+ * order; the first of a method name wins), named by its method label or by
+ * its backupType (Full: full, Incremental: incremental, Continuous: wal).
+ * Returns a new array of {"name", "actionSetName"}, NULL if out of memory. */
+cJSON *dp_policy_methods(const cJSON *policy_spec, const cJSON *actionsets);
 
 /* Refuses a change of an immutable field between the stored spec and a new
  * one (Backup: policy, method, parent; Restore: all of it). */

@@ -886,8 +886,8 @@ struct ref {
 	bool owned;
 };
 
-static int find_ref(dp_manifest *m, dp_ref_lookup_fn lookup, void *arg, dp_kind kind,
-                    const char *name, struct ref *out)
+static int find_ref(dp_manifest *m, const struct dp_ref_source *src, dp_kind kind, const char *name,
+                    struct ref *out)
 {
 	out->spec = NULL;
 	out->owned = false;
@@ -896,9 +896,9 @@ static int find_ref(dp_manifest *m, dp_ref_lookup_fn lookup, void *arg, dp_kind 
 			out->spec = m->docs[i].spec_tree;
 			return 0;
 		}
-	if (!lookup)
+	if (!src || !src->get)
 		return DP_ENOTFOUND;
-	int rc = lookup(arg, kind, name, &out->spec);
+	int rc = src->get(src->arg, kind, name, &out->spec);
 	out->owned = rc == 0;
 	return rc;
 }
@@ -911,40 +911,161 @@ static void ref_free(struct ref *r)
 	r->owned = false;
 }
 
-static int need(struct vctx *c, dp_manifest *m, dp_ref_lookup_fn lookup, void *arg,
-                const char *path, dp_kind kind, const char *name, struct ref *out)
+static int need(struct vctx *c, dp_manifest *m, const struct dp_ref_source *src, const char *path,
+                dp_kind kind, const char *name, struct ref *out)
 {
-	int rc = find_ref(m, lookup, arg, kind, name, out);
+	int rc = find_ref(m, src, kind, name, out);
 	if (rc == DP_ENOTFOUND)
 		return at(c, path, "%s \"%s\" not found (apply it first, or in the same file)",
 		          dp_kind_lower(kind), name);
 	return rc;
 }
 
-/* The policy must offer the method, if it lists its methods (a policy
- * without backupMethods gets its engine's defaults, resolved later). */
-static int need_method(struct vctx *c, const char *path, const char *policy_name,
-                       const cJSON *policy, const char *method)
+static int cmp_by_name(const void *a, const void *b)
 {
-	cJSON *methods = cJSON_GetObjectItemCaseSensitive(policy, "backupMethods");
-	if (!methods || !methods->child)
-		return 0;
+	const cJSON *x = *(const cJSON *const *)a, *y = *(const cJSON *const *)b;
+	return strcmp(str_of(x, "name"), str_of(y, "name"));
+}
+
+cJSON *dp_policy_methods(const cJSON *policy, const cJSON *actionsets)
+{
+	const cJSON *explicit = cJSON_GetObjectItemCaseSensitive(policy, "backupMethods");
+	if (explicit && explicit->child)
+		return cJSON_Duplicate(explicit, 1);
+	cJSON *out = cJSON_CreateArray();
+	const char *engine = str_of(cJSON_GetObjectItemCaseSensitive(policy, "target"), "engine");
+	size_t n = (size_t)cJSON_GetArraySize(actionsets), k = 0;
+	const cJSON **sorted = calloc(n ? n : 1, sizeof(*sorted));
+	if (!out || !sorted) {
+		cJSON_Delete(out);
+		free(sorted);
+		return NULL;
+	}
+	for (const cJSON *a = actionsets ? actionsets->child : NULL; a; a = a->next)
+		if (str_of(a, "name"))
+			sorted[k++] = a;
+	qsort(sorted, k, sizeof(*sorted), cmp_by_name);
+	for (size_t i = 0; engine && i < k; i++) {
+		const cJSON *labels = cJSON_GetObjectItemCaseSensitive(sorted[i], "labels");
+		const char *e = str_of(labels, DP_LABEL_ENGINE);
+		if (!e || strcmp(e, engine) != 0)
+			continue;
+		const char *name = str_of(labels, DP_LABEL_METHOD);
+		const char *type = str_of(sorted[i], "backupType");
+		if (!name && type)
+			name = strcmp(type, "Full") == 0          ? "full"
+			       : strcmp(type, "Incremental") == 0 ? "incremental"
+			       : strcmp(type, "Continuous") == 0  ? "wal"
+			                                          : NULL;
+		if (!name)
+			continue;
+		bool dup = false;
+		for (const cJSON *x = out->child; x; x = x->next)
+			if (strcmp(str_of(x, "name"), name) == 0)
+				dup = true;
+		if (dup)
+			continue;
+		cJSON *mth = cJSON_CreateObject();
+		if (!mth ||
+		    !cJSON_AddStringToObject(mth, "actionSetName", str_of(sorted[i], "name")) ||
+		    !cJSON_AddStringToObject(mth, "name", name)) {
+			cJSON_Delete(mth);
+			cJSON_Delete(out);
+			free(sorted);
+			return NULL;
+		}
+		cJSON_AddItemToArray(out, mth);
+	}
+	free(sorted);
+	return out;
+}
+
+/* Every ActionSet the manifest and src know, as dp_policy_methods wants
+ * them; the manifest's version of one wins. */
+static int all_actionsets(dp_manifest *m, const struct dp_ref_source *src, cJSON **out)
+{
+	cJSON *from_src = NULL, *all = cJSON_CreateArray();
+	int rc = 0;
+	*out = NULL;
+	if (!all)
+		return dp_error_set(DP_ERROR, "out of memory");
+	for (size_t i = 0; i < m->n; i++) {
+		struct dp_doc *d = &m->docs[i];
+		if (d->kind != DP_KIND_ACTION_SET)
+			continue;
+		const cJSON *meta = cJSON_GetObjectItemCaseSensitive(d->root, "metadata");
+		const cJSON *labels = cJSON_GetObjectItemCaseSensitive(meta, "labels");
+		cJSON *a = cJSON_CreateObject();
+		cJSON_AddItemToArray(all, a);
+		cJSON_AddStringToObject(a, "name", d->name);
+		cJSON_AddItemToObject(a, "labels",
+		                      labels ? cJSON_Duplicate(labels, 1) : cJSON_CreateObject());
+		cJSON_AddStringToObject(a, "backupType", str_of(d->spec_tree, "backupType"));
+	}
+	if (src && src->actionsets && (rc = src->actionsets(src->arg, &from_src))) {
+		cJSON_Delete(all);
+		return rc;
+	}
+	while (from_src && from_src->child) {
+		cJSON *a = cJSON_DetachItemViaPointer(from_src, from_src->child);
+		bool dup = false;
+		for (const cJSON *x = all->child; x; x = x->next)
+			if (strcmp(str_of(x, "name"), str_of(a, "name")) == 0)
+				dup = true;
+		if (dup)
+			cJSON_Delete(a);
+		else
+			cJSON_AddItemToArray(all, a);
+	}
+	cJSON_Delete(from_src);
+	*out = all;
+	return 0;
+}
+
+/* The policy must offer the method: one it lists, or one of its engine's
+ * default methods if it lists none. */
+static int need_method(struct vctx *c, dp_manifest *m, const struct dp_ref_source *src,
+                       const char *path, const char *policy_name, const cJSON *policy,
+                       const char *method)
+{
+	cJSON *sets = NULL, *methods = NULL;
+	const cJSON *explicit = cJSON_GetObjectItemCaseSensitive(policy, "backupMethods");
+	int rc = 0;
+	if (!(explicit && explicit->child) && (rc = all_actionsets(m, src, &sets)))
+		return rc;
+	if (!(methods = dp_policy_methods(policy, sets))) {
+		rc = dp_error_set(DP_ERROR, "out of memory");
+		goto out;
+	}
 	char names[512] = "";
 	size_t len = 0;
 	for (cJSON *x = methods->child; x; x = x->next) {
 		const char *n = str_of(x, "name");
 		if (n && strcmp(n, method) == 0)
-			return 0;
+			goto out;
 		int w = snprintf(names + len, sizeof(names) - len, "%s%s", len ? ", " : "",
 		                 n ? n : "?");
 		if (w > 0 && (size_t)w < sizeof(names) - len)
 			len += (size_t)w;
 	}
-	return at(c, path, "\"%s\": backuppolicy \"%s\" has no such method (it has: %s)", method,
-	          policy_name, names);
+	if (!methods->child) {
+		const char *engine =
+		    str_of(cJSON_GetObjectItemCaseSensitive(policy, "target"), "engine");
+		rc = at(c, path,
+		        "\"%s\": backuppolicy \"%s\" lists no backupMethods and no ActionSet "
+		        "is labelled %s: %s",
+		        method, policy_name, DP_LABEL_ENGINE, engine ? engine : "?");
+	} else {
+		rc = at(c, path, "\"%s\": backuppolicy \"%s\" has no such method (it has: %s)",
+		        method, policy_name, names);
+	}
+out:
+	cJSON_Delete(sets);
+	cJSON_Delete(methods);
+	return rc;
 }
 
-static int check_doc_refs(dp_manifest *m, struct dp_doc *d, dp_ref_lookup_fn lookup, void *arg)
+static int check_doc_refs(dp_manifest *m, struct dp_doc *d, const struct dp_ref_source *src)
 {
 	struct vctx c = {{0}, {0}};
 	struct ref r = {0};
@@ -954,7 +1075,7 @@ static int check_doc_refs(dp_manifest *m, struct dp_doc *d, dp_ref_lookup_fn loo
 	snprintf(c.who, sizeof(c.who), "%s \"%s\"", dp_kind_lower(d->kind), d->name);
 	switch (d->kind) {
 	case DP_KIND_BACKUP_POLICY: {
-		rc = need(&c, m, lookup, arg, "spec.backupRepoName", DP_KIND_BACKUP_REPO,
+		rc = need(&c, m, src, "spec.backupRepoName", DP_KIND_BACKUP_REPO,
 		          str_of(spec, "backupRepoName"), &r);
 		ref_free(&r);
 		cJSON *methods = cJSON_GetObjectItemCaseSensitive(spec, "backupMethods");
@@ -964,31 +1085,30 @@ static int check_doc_refs(dp_manifest *m, struct dp_doc *d, dp_ref_lookup_fn loo
 			if (!as)
 				continue;
 			snprintf(path, sizeof(path), "spec.backupMethods[%d].actionSetName", i);
-			rc = need(&c, m, lookup, arg, path, DP_KIND_ACTION_SET, as, &r);
+			rc = need(&c, m, src, path, DP_KIND_ACTION_SET, as, &r);
 			ref_free(&r);
 		}
 		break;
 	}
 	case DP_KIND_BACKUP_SCHEDULE: {
 		const char *pn = str_of(spec, "backupPolicyName");
-		if ((rc = need(&c, m, lookup, arg, "spec.backupPolicyName", DP_KIND_BACKUP_POLICY,
-		               pn, &r)))
+		if ((rc = need(&c, m, src, "spec.backupPolicyName", DP_KIND_BACKUP_POLICY, pn, &r)))
 			break;
 		cJSON *list = cJSON_GetObjectItemCaseSensitive(spec, "schedules");
 		int i = 0;
 		for (cJSON *s = list->child; !rc && s; s = s->next, i++) {
 			snprintf(path, sizeof(path), "spec.schedules[%d].backupMethod", i);
-			rc = need_method(&c, path, pn, r.spec, str_of(s, "backupMethod"));
+			rc = need_method(&c, m, src, path, pn, r.spec, str_of(s, "backupMethod"));
 		}
 		ref_free(&r);
 		break;
 	}
 	case DP_KIND_BACKUP: {
 		const char *pn = str_of(spec, "backupPolicyName");
-		if ((rc = need(&c, m, lookup, arg, "spec.backupPolicyName", DP_KIND_BACKUP_POLICY,
-		               pn, &r)))
+		if ((rc = need(&c, m, src, "spec.backupPolicyName", DP_KIND_BACKUP_POLICY, pn, &r)))
 			break;
-		rc = need_method(&c, "spec.backupMethod", pn, r.spec, str_of(spec, "backupMethod"));
+		rc = need_method(&c, m, src, "spec.backupMethod", pn, r.spec,
+		                 str_of(spec, "backupMethod"));
 		ref_free(&r);
 		const char *parent = str_of(spec, "parentBackupName");
 		if (!rc && parent) {
@@ -996,8 +1116,8 @@ static int check_doc_refs(dp_manifest *m, struct dp_doc *d, dp_ref_lookup_fn loo
 				rc = at(&c, "spec.parentBackupName",
 				        "a backup cannot be its own parent");
 			else
-				rc = need(&c, m, lookup, arg, "spec.parentBackupName",
-				          DP_KIND_BACKUP, parent, &r);
+				rc = need(&c, m, src, "spec.parentBackupName", DP_KIND_BACKUP,
+				          parent, &r);
 			ref_free(&r);
 		}
 		break;
@@ -1005,11 +1125,11 @@ static int check_doc_refs(dp_manifest *m, struct dp_doc *d, dp_ref_lookup_fn loo
 	case DP_KIND_RESTORE: {
 		cJSON *b = cJSON_GetObjectItemCaseSensitive(spec, "backup");
 		if (b)
-			rc = need(&c, m, lookup, arg, "spec.backup.name", DP_KIND_BACKUP,
-			          str_of(b, "name"), &r);
+			rc = need(&c, m, src, "spec.backup.name", DP_KIND_BACKUP, str_of(b, "name"),
+			          &r);
 		else
-			rc = need(&c, m, lookup, arg, "spec.backupPolicyName",
-			          DP_KIND_BACKUP_POLICY, str_of(spec, "backupPolicyName"), &r);
+			rc = need(&c, m, src, "spec.backupPolicyName", DP_KIND_BACKUP_POLICY,
+			          str_of(spec, "backupPolicyName"), &r);
 		ref_free(&r);
 		break;
 	}
@@ -1019,12 +1139,12 @@ static int check_doc_refs(dp_manifest *m, struct dp_doc *d, dp_ref_lookup_fn loo
 	return rc;
 }
 
-int dp_manifest_check_refs(dp_manifest *m, dp_ref_lookup_fn lookup, void *arg)
+int dp_manifest_check_refs(dp_manifest *m, const struct dp_ref_source *src)
 {
 	if (!m->validated)
 		return dp_error_set(DP_ERROR, "manifest not validated");
 	for (size_t i = 0; i < m->n; i++) {
-		int rc = check_doc_refs(m, &m->docs[i], lookup, arg);
+		int rc = check_doc_refs(m, &m->docs[i], src);
 		if (rc)
 			return rc;
 	}

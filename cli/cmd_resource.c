@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "dp/catalog.h"
 #include "dp/error.h"
+#include "dp/log.h"
 #include "dp/resource.h"
 
 static const char kinds_help[] =
@@ -30,6 +31,24 @@ static int write_buf(const dp_buf *b)
 	if (b->len && fwrite(b->data, 1, b->len, stdout) != b->len)
 		return dp_error_set(DP_ERROR, "cannot write to stdout");
 	return fflush(stdout) == 0 ? 0 : dp_error_set(DP_ERROR, "cannot write to stdout");
+}
+
+/* Opens the catalog in $DP_HOME and loads the built-in ActionSets from the
+ * methods directory (problems there are warnings: they do not stop the
+ * command). */
+static int open_catalog(dp_catalog **out)
+{
+	char dir[4096];
+	size_t loaded, failed;
+	int rc = dp_catalog_open(out, NULL);
+	if (rc)
+		return rc;
+	if (dp_methods_dir(dir, sizeof(dir)) == 0)
+		dp_catalog_load_builtins(*out, dir, &loaded, &failed);
+	else if (getenv("DP_METHODS_DIR"))
+		dp_warn("%s", dp_error_last());
+	dp_error_clear();
+	return 0;
 }
 
 /* ---- apply ---- */
@@ -82,7 +101,7 @@ int dp_cli_apply(int argc, char **argv)
 		rc = dp_error_set(DP_ERROR, "out of memory");
 		goto out;
 	}
-	if ((rc = dp_catalog_open(&c, NULL)) || (rc = dp_catalog_apply(c, m, dry, actions)))
+	if ((rc = open_catalog(&c)) || (rc = dp_catalog_apply(c, m, dry, actions)))
 		goto out;
 	static const char *words[] = {"created", "configured", "unchanged"};
 	for (size_t i = 0; i < n; i++)
@@ -146,7 +165,7 @@ int dp_cli_get(int argc, char **argv)
 	if (strcmp(fmt, "table") && strcmp(fmt, "wide") && strcmp(fmt, "json") &&
 	    strcmp(fmt, "yaml"))
 		return dp_error_set(DP_EUSAGE, "-o \"%s\": use table, wide, json or yaml", fmt);
-	if ((rc = dp_kind_parse(&kind, kind_arg)) || (rc = dp_catalog_open(&c, NULL)))
+	if ((rc = dp_kind_parse(&kind, kind_arg)) || (rc = open_catalog(&c)))
 		goto out;
 	if (name) {
 		if ((rc = dp_catalog_get(c, kind, name, &one)))
@@ -210,7 +229,7 @@ int dp_cli_describe(int argc, char **argv)
 		describe_usage(stderr);
 		return dp_error_set(DP_EUSAGE, "give KIND and NAME");
 	}
-	if ((rc = dp_kind_parse(&kind, argv[1])) || (rc = dp_catalog_open(&c, NULL)) ||
+	if ((rc = dp_kind_parse(&kind, argv[1])) || (rc = open_catalog(&c)) ||
 	    (rc = dp_catalog_get(c, kind, argv[2], &r)) ||
 	    (rc = dp_catalog_events(c, kind, argv[2], &ev, &nev)) ||
 	    (rc = dp_resource_describe(&out, &r, ev, nev)))
@@ -257,7 +276,7 @@ int dp_cli_delete(int argc, char **argv)
 			delete_usage(stderr);
 			return dp_error_set(DP_EUSAGE, "unknown option \"%s\"", argv[i]);
 		}
-	if ((rc = dp_kind_parse(&kind, argv[1])) || (rc = dp_catalog_open(&c, NULL)))
+	if ((rc = dp_kind_parse(&kind, argv[1])) || (rc = open_catalog(&c)))
 		goto out;
 	for (int i = 2; i < argc; i++) {
 		if ((rc = dp_catalog_delete(c, kind, argv[i])))

@@ -52,6 +52,7 @@ int dp_catalog_schema_version(dp_catalog *c);
 /* Who the audit log names for changes made through c; default: the local
  * user name. Copied. */
 void dp_catalog_set_actor(dp_catalog *c, const char *actor);
+const char *dp_catalog_actor(const dp_catalog *c);
 
 typedef struct dp_resource {
 	dp_kind kind;
@@ -92,6 +93,15 @@ int dp_catalog_delete(dp_catalog *c, dp_kind kind, const char *name);
 /* Deletes the record without those checks (the controller, after it has
  * removed a backup's data). Audited. */
 int dp_catalog_remove(dp_catalog *c, dp_kind kind, const char *name);
+
+/* The methods a policy offers, as JSON text appended to out: an array of
+ * {"name", "actionSetName", ...}: its backupMethods if it lists any, else
+ * the defaults of its engine: one per ActionSet labelled
+ * DP_LABEL_ENGINE=<engine>, named by its DP_LABEL_METHOD label or by its
+ * backupType (Full: full, Incremental: incremental, Continuous: wal); the
+ * first by ActionSet name wins. Validation of backups and schedules uses the
+ * same rule. */
+int dp_catalog_policy_methods(dp_catalog *c, const char *policy, dp_buf *out);
 
 /* Replaces the status (a JSON object). expect_rv: the resourceVersion the
  * caller read, or 0 for any; a mismatch is DP_ETRANSIENT (read again and
@@ -138,6 +148,19 @@ typedef struct dp_change {
 int dp_catalog_changes(dp_catalog *c, int64_t since_rv, size_t limit, dp_change **out, size_t *n);
 /* The last resourceVersion handed out (0 for an empty catalog). */
 int dp_catalog_version(dp_catalog *c, int64_t *out);
+
+/* ---- built-in ActionSets (catalog/builtin.c) ---- */
+
+/* The methods directory: $DP_METHODS_DIR, else ../methods or
+ * ../share/dp/methods next to the program, else /usr/share/dp/methods.
+ * DP_ENOTFOUND if none exists. */
+int dp_methods_dir(char *out, size_t outlen);
+/* Applies every dir/<engine>/NAME.yaml, .yml or .json (ActionSets only) as
+ * actor "builtin", labelled DP_LABEL_BUILTIN=true, each file all or nothing. A file that
+ * fails is logged (dp_warn) and counted in *failed; the others load.
+ * *loaded counts the documents applied (created, updated or unchanged).
+ * Fails only if dir cannot be read. */
+int dp_catalog_load_builtins(dp_catalog *c, const char *dir, size_t *loaded, size_t *failed);
 
 /* ---- output (catalog/render.c) ---- */
 

@@ -32,6 +32,14 @@
 #define DP_API_VERSION "dataprotection.dp.io/v1alpha1"
 #define DP_NAME_MAX 253
 
+/* Labels dp reads. On an ActionSet: the engine it serves, and the method
+ * name it provides by default to policies of that engine that list no
+ * backupMethods (without it: full, incremental or wal from its backupType).
+ * builtin: set by dp on the ActionSets it loads from methods/. */
+#define DP_LABEL_ENGINE "dataprotection.dp.io/engine"
+#define DP_LABEL_METHOD "dataprotection.dp.io/method"
+#define DP_LABEL_BUILTIN "dataprotection.dp.io/builtin"
+
 typedef enum dp_kind {
 	DP_KIND_BACKUP_REPO,
 	DP_KIND_ACTION_SET,

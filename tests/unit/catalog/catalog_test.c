@@ -20,6 +20,7 @@
 #include "dp/resource.h"
 
 static char db_path[PATH_MAX + 32];
+static char data_dir[PATH_MAX];
 
 static void setup(void)
 {
@@ -569,8 +570,104 @@ START_TEST(test_render)
 }
 END_TEST
 
+START_TEST(test_builtins)
+{
+	char dir[PATH_MAX + 16];
+	snprintf(dir, sizeof(dir), "%s/methods", data_dir);
+	dp_catalog *c = open_cat();
+	dp_catalog_set_actor(c, "carol");
+	size_t loaded, failed;
+	ck_assert_int_eq(dp_catalog_load_builtins(c, dir, &loaded, &failed), 0);
+	ck_assert_uint_eq(loaded, 2);
+	ck_assert_uint_eq(failed, 2); /* broken/repo.yaml, broken/typo.yaml */
+	ck_assert_str_eq(dp_catalog_actor(c), "carol");
+	dp_resource r;
+	ck_assert_int_eq(dp_catalog_get(c, DP_KIND_ACTION_SET, "testdb-wal", &r), 0);
+	ck_assert_str_eq(r.meta, "{\"labels\":{\"dataprotection.dp.io/builtin\":\"true\","
+	                         "\"dataprotection.dp.io/engine\":\"testdb\"}}");
+	dp_resource_clear(&r);
+	ck_assert_int_eq(dp_catalog_get(c, DP_KIND_BACKUP_REPO, "sneaky", &r), DP_ENOTFOUND);
+	dp_audit_entry *a;
+	size_t n;
+	ck_assert_int_eq(dp_catalog_audit(c, 0, 0, &a, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(a[0].actor, "builtin");
+	dp_audit_free(a, n);
+	/* Loading again changes nothing. */
+	ck_assert_int_eq(dp_catalog_load_builtins(c, dir, &loaded, &failed), 0);
+	ck_assert_uint_eq(loaded, 2);
+	ck_assert_int_eq(dp_catalog_audit(c, 0, 0, &a, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	dp_audit_free(a, n);
+
+	/* A policy without backupMethods gets its engine's defaults. */
+	const char *pol =
+	    H "kind: BackupRepo\nmetadata: {name: nas}\n"
+	      "spec: {posix: {path: /srv}, encryption: {passphraseFrom: {env: P}}}\n---\n" H
+	      "kind: BackupPolicy\nmetadata: {name: t}\n"
+	      "spec: {backupRepoName: nas, target: {engine: testdb}}\n";
+	ck_assert_int_eq(apply(c, pol), 0);
+	dp_buf out = {0};
+	ck_assert_int_eq(dp_catalog_policy_methods(c, "t", &out), 0);
+	dp_buf_append(&out, "", 1);
+	ck_assert_str_eq((char *)out.data, "[{\"actionSetName\":\"testdb-full\",\"name\":\"full\"},"
+	                                   "{\"actionSetName\":\"testdb-wal\",\"name\":\"wal\"}]");
+	dp_buf_free(&out);
+	ck_assert_int_eq(apply(c, H "kind: Backup\nmetadata: {name: w}\n"
+	                            "spec: {backupPolicyName: t, backupMethod: wal}\n"),
+	                 0);
+	ck_assert_int_eq(apply(c, H "kind: Backup\nmetadata: {name: i}\n"
+	                            "spec: {backupPolicyName: t, backupMethod: incremental}\n"),
+	                 DP_EUSAGE);
+	ck_assert_str_eq(dp_error_last(),
+	                 "backup \"i\": spec.backupMethod: \"incremental\": "
+	                 "backuppolicy \"t\" has no such method (it has: full, wal)");
+	/* An engine nobody provides. */
+	ck_assert_int_eq(apply(c,
+	                       H "kind: BackupPolicy\nmetadata: {name: u}\n"
+	                         "spec: {backupRepoName: nas, target: {engine: nosuchdb}}\n---\n" H
+	                         "kind: Backup\nmetadata: {name: u1}\n"
+	                         "spec: {backupPolicyName: u, backupMethod: full}\n"),
+	                 DP_EUSAGE);
+	ck_assert_str_eq(dp_error_last(),
+	                 "backup \"u1\": spec.backupMethod: \"full\": backuppolicy \"u\" lists no "
+	                 "backupMethods and no ActionSet is labelled dataprotection.dp.io/engine: "
+	                 "nosuchdb");
+	dp_catalog_close(c);
+}
+END_TEST
+
+START_TEST(test_methods_dir)
+{
+	char out[PATH_MAX], dir[PATH_MAX + 16];
+	snprintf(dir, sizeof(dir), "%s/methods", data_dir);
+	setenv("DP_METHODS_DIR", dir, 1);
+	ck_assert_int_eq(dp_methods_dir(out, sizeof(out)), 0);
+	ck_assert_str_eq(out, dir);
+	setenv("DP_METHODS_DIR", "/nonexistent/methods", 1);
+	ck_assert_int_eq(dp_methods_dir(out, sizeof(out)), DP_ENOTFOUND);
+	ck_assert_str_eq(dp_error_last(),
+	                 "DP_METHODS_DIR \"/nonexistent/methods\" is not a directory");
+}
+END_TEST
+
 static Suite *catalog_suite(void)
 {
+	const char *env = getenv("DP_TEST_DATA");
+	char guess[PATH_MAX];
+	if (env) {
+		snprintf(guess, sizeof(guess), "%s", env);
+	} else {
+		const char *f = __FILE__, *p = strstr(f, "tests/unit/");
+		snprintf(guess, sizeof(guess), "%.*stests/data", p ? (int)(p - f) : 0, f);
+	}
+	if (!realpath(guess, data_dir)) {
+		fprintf(stderr,
+		        "test data not found at %s (run from the repo root or set "
+		        "DP_TEST_DATA)\n",
+		        guess);
+		exit(1);
+	}
 	Suite *s = suite_create("catalog");
 	TCase *tc = tcase_create("catalog");
 	tcase_add_checked_fixture(tc, setup, dp_test_teardown);
@@ -590,6 +687,8 @@ static Suite *catalog_suite(void)
 	tcase_add_test(tc, test_immutable_fields);
 	tcase_add_test(tc, test_concurrent_writers);
 	tcase_add_test(tc, test_render);
+	tcase_add_test(tc, test_builtins);
+	tcase_add_test(tc, test_methods_dir);
 	suite_add_tcase(s, tc);
 	return s;
 }

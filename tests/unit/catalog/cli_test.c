@@ -12,10 +12,11 @@
 
 static char data_dir[PATH_MAX];
 
-/* Runs dp with DP_HOME set; stdout/stderr in res. */
+/* Runs dp with DP_HOME set and no built-in methods (an empty dir);
+ * stdout/stderr in res. */
 #define DP(res, fmt, ...)                                                                          \
-	dp_test_run(res, "cd '%s' && export DP_HOME='%s/home' && '%s' " fmt, data_dir,             \
-	            dp_test_dir, dp_bin, ##__VA_ARGS__)
+	dp_test_run(res, "cd '%s' && export DP_HOME='%s/home' DP_METHODS_DIR='%s' && '%s' " fmt,   \
+	            data_dir, dp_test_dir, dp_test_dir, dp_bin, ##__VA_ARGS__)
 
 static char dp_bin[PATH_MAX];
 
@@ -80,9 +81,9 @@ START_TEST(test_apply_get_describe_delete)
 	ck_assert_ptr_nonnull(strstr(r.out, "kind: List\nitems:\n- apiVersion: "));
 	dp_test_result_free(&r);
 	ck_assert_int_eq(dp_test_run(&r,
-	                             "export DP_HOME='%s/home'; '%s' get policies -o yaml | '%s' "
-	                             "apply -f -",
-	                             dp_test_dir, dp_bin, dp_bin),
+	                             "export DP_HOME='%s/home' DP_METHODS_DIR='%s'; '%s' get "
+	                             "policies -o yaml | '%s' apply -f -",
+	                             dp_test_dir, dp_test_dir, dp_bin, dp_bin),
 	                 0);
 	ck_assert_str_eq(r.out, "backuppolicy/pg unchanged\n");
 	dp_test_result_free(&r);
@@ -191,15 +192,45 @@ START_TEST(test_dry_run_and_usage)
 }
 END_TEST
 
+START_TEST(test_builtin_actionsets)
+{
+	/* DP_METHODS_DIR with one good engine and two broken files: the good
+	 * ActionSets load, the broken ones are warnings, the command works. */
+	dp_test_result r;
+	ck_assert_int_eq(
+	    dp_test_run(&r,
+	                "export DP_HOME='%s/home' DP_METHODS_DIR='%s/methods'; '%s' get "
+	                "as",
+	                dp_test_dir, data_dir, dp_bin),
+	    0);
+	ck_assert_ptr_nonnull(strstr(r.out, "\ntestdb-full   Full          -        "));
+	ck_assert_ptr_nonnull(strstr(r.out, "\ntestdb-wal    Continuous    -        "));
+	ck_assert_ptr_nonnull(strstr(r.err, "dp: warning: built-in methods: \""));
+	ck_assert_ptr_nonnull(strstr(r.err, "broken/repo.yaml\" skipped: "));
+	ck_assert_ptr_nonnull(strstr(r.err,
+	                             "broken/typo.yaml\" skipped: actionset \"broken-typo\": "
+	                             "spec.backup.backupDate: unknown field"));
+	dp_test_result_free(&r);
+	/* A missing DP_METHODS_DIR is a warning too. */
+	ck_assert_int_eq(
+	    dp_test_run(&r, "export DP_HOME='%s/home' DP_METHODS_DIR='%s/nope'; '%s' get as",
+	                dp_test_dir, dp_test_dir, dp_bin),
+	    0);
+	ck_assert_ptr_nonnull(strstr(r.err, "is not a directory"));
+	dp_test_result_free(&r);
+}
+END_TEST
+
 START_TEST(test_json_stdin_and_list)
 {
 	dp_test_result r;
 	ck_assert_int_eq(dp_test_run(&r,
-	                             "cd '%s' && export DP_HOME='%s/home'; cat "
+	                             "cd '%s' && export DP_HOME='%s/home' DP_METHODS_DIR='%s'; cat "
 	                             "good-manifests/documents.json | '%s' apply -f -",
-	                             data_dir, dp_test_dir, dp_bin),
+	                             data_dir, dp_test_dir, dp_test_dir, dp_bin),
 	                 0);
-	ck_assert_str_eq(r.out, "backuprepo/json-repo created\nbackuppolicy/json-policy created\n"
+	ck_assert_str_eq(r.out, "backuprepo/json-repo created\nactionset/mariabackup created\n"
+	                        "backuppolicy/json-policy created\n"
 	                        "backup/j1 created\nbackup/j2 created\n");
 	dp_test_result_free(&r);
 	ck_assert_int_eq(DP(&r, "get bk j2 -o yaml"), 0);
@@ -234,6 +265,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_apply_get_describe_delete);
 	tcase_add_test(tc, test_rejected_apply_stores_nothing);
 	tcase_add_test(tc, test_dry_run_and_usage);
+	tcase_add_test(tc, test_builtin_actionsets);
 	tcase_add_test(tc, test_json_stdin_and_list);
 	suite_add_tcase(s, tc);
 	return s;
