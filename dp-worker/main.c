@@ -32,7 +32,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: dp-worker COMMAND [OPTIONS] [ARGS]\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+		fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f, "\n'dp-worker COMMAND --help' describes a command.\n"
 	           "exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase or credentials,\n"
 	           "4 corrupted data, 5 not found, 6 locked\n");

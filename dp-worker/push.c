@@ -243,10 +243,16 @@ int dp_worker_push(int argc, char **argv)
 			goto out;
 	}
 	dp_cli_progress_start(&pr, "push", &prog, !c.quiet);
-	if (strcmp(kind, "tree") == 0)
-		rc = dp_tar_write_tree(path, push_write_cb, push);
-	else
+	if (strcmp(kind, "tree") == 0) {
+		/* A repository inside the tree is left out, not fed to itself. */
+		struct stat rst;
+		const char *rpath = strncmp(c.repo, "file://", 7) == 0 ? c.repo + 7 : c.repo;
+		bool local = strstr(c.repo, "://") == NULL || rpath != c.repo;
+		bool have = local && stat(rpath, &rst) == 0 && S_ISDIR(rst.st_mode);
+		rc = dp_tar_write_tree(path, have ? &rst : NULL, push_write_cb, push);
+	} else {
 		rc = push_fd(push, fd, what);
+	}
 	dp_cli_progress_stop(pr);
 	pr = NULL;
 	if (!rc)

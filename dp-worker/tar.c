@@ -149,7 +149,8 @@ static int write_entry(struct archive *disk, struct archive *out, struct archive
 	return 0;
 }
 
-int dp_tar_write_tree(const char *root_in, dp_tar_write_fn fn, void *arg)
+int dp_tar_write_tree(const char *root_in, const struct stat *exclude, dp_tar_write_fn fn,
+                      void *arg)
 {
 	int rc = 0;
 	struct wctx w = {fn, arg, 0};
@@ -211,6 +212,15 @@ int dp_tar_write_tree(const char *root_in, dp_tar_write_fn fn, void *arg)
 		if (r == ARCHIVE_WARN)
 			dp_warn("\"%s\": %s", archive_entry_pathname(e),
 			        archive_error_string(disk));
+		if (exclude && archive_entry_filetype(e) == AE_IFDIR &&
+		    archive_entry_dev(e) == exclude->st_dev &&
+		    archive_entry_ino64(e) == (la_int64_t)exclude->st_ino) {
+			dp_warn("leaving out \"%s\": it is the repository",
+			        archive_entry_pathname(e));
+			archive_entry_free(e);
+			e = NULL;
+			continue;
+		}
 		archive_read_disk_descend(disk);
 
 		rc = relative_path(rel, sizeof(rel), root, archive_entry_pathname(e));

@@ -15,11 +15,15 @@ typedef int (*dp_tar_write_fn)(void *arg, const void *data, size_t len);
 /* *got == 0 at the end of the stream. */
 typedef int (*dp_tar_read_fn)(void *arg, void *buf, size_t cap, size_t *got);
 
+#include <sys/stat.h>
+
 /* Writes the tree under root (root itself as ".", the rest as relative
  * paths) as a pax archive: modes, owners (ids and names), times, symlinks,
  * hard links, sparse files, xattrs and ACLs. An unreadable entry fails the
- * whole stream. */
-int dp_tar_write_tree(const char *root, dp_tar_write_fn fn, void *arg);
+ * whole stream. The directory that is the same inode as *exclude (if not
+ * NULL) is left out with everything under it: the repository itself when
+ * it lives inside the tree. */
+int dp_tar_write_tree(const char *root, const struct stat *exclude, dp_tar_write_fn fn, void *arg);
 
 /* Extracts a stream made by dp_tar_write_tree into the existing directory
  * dir: permissions, times, owners (when root), sparse files, xattrs, ACLs;

@@ -554,6 +554,23 @@ START_TEST(test_tree_roundtrip)
 }
 END_TEST
 
+START_TEST(test_tree_holding_the_repo)
+{
+	/* The repository inside the pushed tree is left out, not fed to itself. */
+	ck_assert_int_eq(mkdir(P("t"), 0755), 0);
+	snprintf(repo, sizeof(repo), "%s/t/repo", dp_test_dir);
+	init_repo(NULL);
+	dp_test_write_data(P("t/file"), 100000, 1, true);
+	dp_test_result r;
+	ck_assert_int_eq(run(&r, "%s push --repo file://%s t %s", W(), repo, P("t")), 0);
+	ck_assert_msg(strstr(r.err, "repository"), "%s", r.err);
+	dp_test_result_free(&r);
+	ck_assert_int_eq(run(&r, "%s pull --repo %s --tar t - | tar -tf -", W(), repo), 0);
+	ck_assert_msg(strstr(r.out, "file") && !strstr(r.out, "repo"), "%s", r.out);
+	dp_test_result_free(&r);
+}
+END_TEST
+
 START_TEST(test_tree_unreadable_entry)
 {
 	if (geteuid() != 0)
@@ -1102,6 +1119,7 @@ static Suite *worker_suite(void)
 	ADD(s, test_roundtrip_boundaries);
 	ADD(s, test_200mib_roundtrip_and_dedup);
 	ADD(s, test_tree_roundtrip);
+	ADD(s, test_tree_holding_the_repo);
 	ADD(s, test_tree_unreadable_entry);
 	ADD(s, test_ls_stat_rm);
 	ADD(s, test_newest_within_one_second);
