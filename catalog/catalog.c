@@ -629,6 +629,67 @@ out:
 	return rc;
 }
 
+/* A changed policy (or ActionSet, which can change a policy's default
+ * methods) must not take away a method a stored schedule runs. Called
+ * inside the apply transaction, after the new specs are stored: each
+ * schedule outside m that may be affected is checked again against them. */
+static int recheck_schedules(dp_catalog *c, const dp_manifest *m)
+{
+	bool any_actionset = false, any_policy = false;
+	for (size_t i = 0; i < m->n; i++) {
+		any_actionset |= m->docs[i].kind == DP_KIND_ACTION_SET;
+		any_policy |= m->docs[i].kind == DP_KIND_BACKUP_POLICY;
+	}
+	if (!any_actionset && !any_policy)
+		return 0;
+	dp_resource *v;
+	size_t n;
+	int rc = dp_catalog_list(c, DP_KIND_BACKUP_SCHEDULE, &v, &n);
+	if (rc)
+		return rc;
+	struct dp_ref_source src = {lookup_spec, list_actionsets, c};
+	for (size_t i = 0; i < n && !rc; i++) {
+		bool in_m = false, affected = any_actionset;
+		cJSON *spec = cJSON_Parse(v[i].spec);
+		const cJSON *pol = cJSON_GetObjectItemCaseSensitive(spec, "backupPolicyName");
+		for (size_t j = 0; j < m->n; j++) {
+			const struct dp_doc *d = &m->docs[j];
+			if (d->kind == DP_KIND_BACKUP_SCHEDULE && strcmp(d->name, v[i].name) == 0)
+				in_m = true; /* checked with the manifest */
+			if (d->kind == DP_KIND_BACKUP_POLICY && cJSON_IsString(pol) &&
+			    strcmp(d->name, pol->valuestring) == 0)
+				affected = true;
+		}
+		if (in_m || !affected || !spec) {
+			cJSON_Delete(spec);
+			continue;
+		}
+		/* The stored schedule as a one-document manifest. */
+		cJSON *doc = cJSON_CreateObject();
+		cJSON_AddStringToObject(doc, "apiVersion", DP_API_VERSION);
+		cJSON_AddStringToObject(doc, "kind", "BackupSchedule");
+		cJSON_AddStringToObject(cJSON_AddObjectToObject(doc, "metadata"), "name",
+		                        v[i].name);
+		cJSON_AddItemToObject(doc, "spec", spec);
+		char *text = cJSON_PrintUnformatted(doc);
+		cJSON_Delete(doc);
+		dp_manifest *sm = NULL;
+		if (!text)
+			rc = dp_error_set(DP_ERROR, "out of memory");
+		else if (!(rc = dp_manifest_parse(&sm, text, strlen(text), "catalog")) &&
+		         !(rc = dp_manifest_validate(sm)))
+			rc = dp_manifest_check_refs(sm, &src);
+		if (rc == DP_EUSAGE)
+			dp_error_prefix(
+			    "this change would break a stored schedule (change or delete "
+			    "it first)");
+		dp_manifest_free(sm);
+		cJSON_free(text);
+	}
+	dp_resources_free(v, n);
+	return rc;
+}
+
 int dp_catalog_apply(dp_catalog *c, dp_manifest *m, bool dry_run, dp_apply_action *actions)
 {
 	int rc;
@@ -646,6 +707,7 @@ int dp_catalog_apply(dp_catalog *c, dp_manifest *m, bool dry_run, dp_apply_actio
 		if (actions)
 			actions[i] = a;
 	}
+	rc = recheck_schedules(c, m);
 out:
 	if (rc || dry_run) {
 		/* Keep the message of the failure, not of the rollback. */

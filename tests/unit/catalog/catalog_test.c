@@ -637,6 +637,38 @@ START_TEST(test_builtins)
 }
 END_TEST
 
+START_TEST(test_policy_change_cannot_break_schedule)
+{
+	dp_catalog *c = open_cat();
+	ck_assert_int_eq(apply(c, setup_yaml), 0);
+	const char *sched = H "kind: BackupSchedule\nmetadata: {name: nightly}\n"
+	                      "spec: {backupPolicyName: pg, schedules: [{backupMethod: full, "
+	                      "cronExpression: '@daily'}]}\n";
+	ck_assert_int_eq(apply(c, sched), 0);
+	const char *renamed = H "kind: BackupPolicy\nmetadata: {name: pg}\n"
+	                        "spec: {backupRepoName: nas, target: {engine: postgresql},"
+	                        " backupMethods: [{name: base, actionSetName: full-as}]}\n";
+	ck_assert_int_eq(apply(c, renamed), DP_EUSAGE);
+	ck_assert_str_eq(dp_error_last(),
+	                 "this change would break a stored schedule (change or delete it first): "
+	                 "backupschedule \"nightly\": spec.schedules[0].backupMethod: \"full\": "
+	                 "backuppolicy \"pg\" has no such method (it has: base)");
+	dp_resource r;
+	ck_assert_int_eq(dp_catalog_get(c, DP_KIND_BACKUP_POLICY, "pg", &r), 0);
+	ck_assert_ptr_nonnull(strstr(r.spec, "\"name\":\"full\""));
+	dp_resource_clear(&r);
+	/* Changing both in one apply is fine. */
+	char both[2048];
+	snprintf(both, sizeof(both),
+	         "%s---\n" H "kind: BackupSchedule\nmetadata: {name: nightly}\n"
+	         "spec: {backupPolicyName: pg, schedules: [{backupMethod: base, "
+	         "cronExpression: '@daily'}]}\n",
+	         renamed);
+	ck_assert_msg(apply(c, both) == 0, "%s", dp_error_last());
+	dp_catalog_close(c);
+}
+END_TEST
+
 START_TEST(test_methods_dir)
 {
 	char out[PATH_MAX], dir[PATH_MAX + 16];
@@ -689,6 +721,7 @@ static Suite *catalog_suite(void)
 	tcase_add_test(tc, test_render);
 	tcase_add_test(tc, test_builtins);
 	tcase_add_test(tc, test_methods_dir);
+	tcase_add_test(tc, test_policy_change_cannot_break_schedule);
 	suite_add_tcase(s, tc);
 	return s;
 }
