@@ -571,6 +571,18 @@ static bool valid_region(const char *r)
 	return true;
 }
 
+/* host[:port] is an IPv4 or bracketed IPv6 literal. */
+static bool host_is_ip(const char *h)
+{
+	if (h[0] == '[')
+		return true;
+	size_t n = strcspn(h, ":");
+	for (size_t i = 0; i < n; i++)
+		if (!isdigit((unsigned char)h[i]) && h[i] != '.')
+			return false;
+	return n > 0;
+}
+
 int s3_addr_parse(s3_addr *out, const char *url, const char *endpoint, const char *region,
                   const char *style)
 {
@@ -703,6 +715,13 @@ int s3_addr_parse(s3_addr *out, const char *url, const char *endpoint, const cha
 		    "bucket \"%s\" has a '.' in its name, which breaks TLS certificate "
 		    "checks with virtual-host addressing: use --s3-uri-style path",
 		    out->bucket);
+		goto out;
+	}
+	if (out->virtual_host && host_is_ip(out->host)) {
+		rc = dp_error_set(DP_EUSAGE,
+		                  "s3 endpoint \"%s\" is an IP address, so the bucket cannot go in "
+		                  "the host name: use --s3-uri-style path",
+		                  out->host);
 		goto out;
 	}
 out:

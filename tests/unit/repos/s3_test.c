@@ -443,6 +443,11 @@ START_TEST(t_addr_parse)
 	ck_assert_int_eq(s3_addr_parse(&a, "s3://bkt", "http://user@h", NULL, NULL), DP_EUSAGE);
 	ck_assert_int_eq(s3_addr_parse(&a, "s3://bkt", "http://h", "EU WEST", NULL), DP_EUSAGE);
 	ck_assert_int_eq(s3_addr_parse(&a, "s3://bkt", "http://h", NULL, "sideways"), DP_EUSAGE);
+	ck_assert_int_eq(s3_addr_parse(&a, "s3://bkt", "http://10.0.0.1:9000", NULL, "virtual"),
+	                 DP_EUSAGE);
+	ck_assert_ptr_nonnull(strstr(dp_error_last(), "IP address"));
+	ck_assert_int_eq(s3_addr_parse(&a, "s3://bkt", "http://[::1]:9000", NULL, "virtual"),
+	                 DP_EUSAGE);
 	ck_assert_int_eq(s3_addr_parse(&a, "s3://b.c.d", NULL, NULL, "virtual"), DP_EUSAGE);
 	ck_assert_ptr_nonnull(strstr(dp_error_last(), "--s3-uri-style path"));
 }
