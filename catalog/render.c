@@ -110,6 +110,57 @@ int dp_resource_list_yaml(dp_buf *out, const dp_resource *v, size_t n)
 	return print_yaml(out, list_tree(v, n));
 }
 
+/* ---- label selectors ---- */
+
+int dp_resource_match_labels(const dp_resource *r, const char *selector, bool *out)
+{
+	cJSON *meta = parse_or_empty(r->meta);
+	const cJSON *labels = cJSON_GetObjectItemCaseSensitive(meta, "labels");
+	char term[512];
+	const char *p = selector;
+	int rc = 0;
+	*out = true;
+	while (*p && !rc) {
+		size_t n = strcspn(p, ",");
+		if (n == 0 || n >= sizeof(term)) {
+			rc = dp_error_set(DP_EUSAGE, "bad label selector \"%s\"", selector);
+			break;
+		}
+		memcpy(term, p, n);
+		term[n] = 0;
+		p += n + (p[n] == ',');
+		bool neg = false, exists_only = false;
+		char *key = term, *val = NULL, *eq = strchr(term, '=');
+		if (eq) {
+			if (eq > term && eq[-1] == '!') {
+				neg = true;
+				eq[-1] = 0;
+			}
+			*eq = 0;
+			val = eq + 1;
+			if (*val == '=') /* k==v */
+				val++;
+		} else {
+			exists_only = true;
+			if (*key == '!') {
+				neg = true;
+				key++;
+			}
+		}
+		if (!*key) {
+			rc = dp_error_set(DP_EUSAGE, "bad label selector \"%s\"", selector);
+			break;
+		}
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(labels, key);
+		bool hit =
+		    exists_only ? v != NULL : cJSON_IsString(v) && strcmp(v->valuestring, val) == 0;
+		if (hit == neg)
+			*out = false;
+	}
+	cJSON_Delete(meta);
+	return rc;
+}
+
 /* ---- tables ---- */
 
 #define MAX_COLS 16

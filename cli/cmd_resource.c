@@ -119,16 +119,17 @@ out:
 static void get_usage(FILE *f)
 {
 	fprintf(f,
-	        "usage: dp get KIND [NAME] [-o table|wide|json|yaml]\n\n"
+	        "usage: dp get KIND [NAME] [-o table|wide|json|yaml] [-l SELECTOR]\n\n"
 	        "Lists the resources of KIND, or shows one. -o json and -o yaml print whole\n"
 	        "objects (spec and status) in a form dp apply accepts back; a list is a\n"
-	        "List with items.\n\n%s",
+	        "List with items. -l keeps the resources whose labels match: key=value,\n"
+	        "key!=value, key (has it), !key (has not), several joined by commas.\n\n%s",
 	        kinds_help);
 }
 
 int dp_cli_get(int argc, char **argv)
 {
-	const char *kind_arg = NULL, *name = NULL, *fmt = "table";
+	const char *kind_arg = NULL, *name = NULL, *fmt = "table", *selector = NULL;
 	dp_catalog *c = NULL;
 	dp_resource one = {0}, *list = NULL;
 	size_t n = 0;
@@ -146,6 +147,11 @@ int dp_cli_get(int argc, char **argv)
 			fmt = argv[i] + 2 + (argv[i][2] == '=');
 		} else if (strncmp(argv[i], "--output=", 9) == 0) {
 			fmt = argv[i] + 9;
+		} else if ((strcmp(argv[i], "-l") == 0 || strcmp(argv[i], "--selector") == 0) &&
+		           i + 1 < argc) {
+			selector = argv[++i];
+		} else if (strncmp(argv[i], "--selector=", 11) == 0) {
+			selector = argv[i] + 11;
 		} else if (argv[i][0] == '-') {
 			get_usage(stderr);
 			return dp_error_set(DP_EUSAGE, "unknown option \"%s\"", argv[i]);
@@ -165,6 +171,8 @@ int dp_cli_get(int argc, char **argv)
 	if (strcmp(fmt, "table") && strcmp(fmt, "wide") && strcmp(fmt, "json") &&
 	    strcmp(fmt, "yaml"))
 		return dp_error_set(DP_EUSAGE, "-o \"%s\": use table, wide, json or yaml", fmt);
+	if (name && selector)
+		return dp_error_set(DP_EUSAGE, "give NAME or -l, not both");
 	if ((rc = dp_kind_parse(&kind, kind_arg)) || (rc = open_catalog(&c)))
 		goto out;
 	if (name) {
@@ -179,6 +187,22 @@ int dp_cli_get(int argc, char **argv)
 	} else {
 		if ((rc = dp_catalog_list(c, kind, &list, &n)))
 			goto out;
+		size_t kept = 0;
+		for (size_t i = 0; selector && i < n; i++) {
+			bool match;
+			if ((rc = dp_resource_match_labels(&list[i], selector, &match)))
+				goto out;
+			if (match) {
+				dp_resource tmp = list[kept];
+				list[kept++] = list[i];
+				list[i] = tmp;
+			}
+		}
+		if (selector) {
+			for (size_t i = kept; i < n; i++)
+				dp_resource_clear(&list[i]);
+			n = kept;
+		}
 		bool table = strcmp(fmt, "table") == 0 || strcmp(fmt, "wide") == 0;
 		if (n == 0 && table) {
 			fprintf(stderr, "No resources found.\n");

@@ -164,6 +164,11 @@ int dp_catalog_load_builtins(dp_catalog *c, const char *dir, size_t *loaded, siz
 
 /* ---- output (catalog/render.c) ---- */
 
+/* Label selectors, as kubectl's -l: "k=v", "k!=v", "k" (has the label),
+ * "!k" (has not), several joined by ","; all must hold. *out: whether r
+ * matches. DP_EUSAGE for a malformed selector. */
+int dp_resource_match_labels(const dp_resource *r, const char *selector, bool *out);
+
 /* The full object {apiVersion, kind, metadata, spec, status} as JSON (pretty
  * or one line) or YAML; what `dp get -o json|yaml` prints, and what `dp
  * apply` accepts back. A list is {"kind": "List", "items": [...]}. */

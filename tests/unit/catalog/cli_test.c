@@ -192,6 +192,33 @@ START_TEST(test_dry_run_and_usage)
 }
 END_TEST
 
+START_TEST(test_label_selector)
+{
+	dp_test_result r;
+	ck_assert_int_eq(DP(&r, "apply -f good-manifests/pitr.yaml"), 0);
+	dp_test_result_free(&r);
+	const struct {
+		const char *sel, *want;
+	} cases[] = {
+	    {"autobackup=true", "base1\n"},     {"autobackup", "base1\n"},
+	    {"!autobackup", "inc1\n"},          {"autobackup!=true", "inc1\n"},
+	    {"autobackup==true,!x", "base1\n"}, {"autobackup=false", ""},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		ck_assert_int_eq(
+		    DP(&r, "get backups -l '%s' | tail -n +2 | cut -d' ' -f1", cases[i].sel), 0);
+		ck_assert_msg(strcmp(r.out, cases[i].want) == 0, "-l %s: got \"%s\"", cases[i].sel,
+		              r.out);
+		dp_test_result_free(&r);
+	}
+	ck_assert_int_eq(DP(&r, "get backups -l ,"), 2);
+	ck_assert_str_eq(r.err, "dp get: bad label selector \",\"\n");
+	dp_test_result_free(&r);
+	ck_assert_int_eq(DP(&r, "get backups base1 -l a=b"), 2);
+	dp_test_result_free(&r);
+}
+END_TEST
+
 START_TEST(test_builtin_actionsets)
 {
 	/* DP_METHODS_DIR with one good engine and two broken files: the good
@@ -266,6 +293,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_rejected_apply_stores_nothing);
 	tcase_add_test(tc, test_dry_run_and_usage);
 	tcase_add_test(tc, test_builtin_actionsets);
+	tcase_add_test(tc, test_label_selector);
 	tcase_add_test(tc, test_json_stdin_and_list);
 	suite_add_tcase(s, tc);
 	return s;
