@@ -202,6 +202,15 @@ int dp_tar_write_tree(const char *root_in, const struct stat *exclude, dp_tar_wr
 		int r = archive_read_next_header2(disk, e);
 		if (r == ARCHIVE_EOF)
 			break;
+		if (r == ARCHIVE_FAILED && archive_errno(disk) == ENOENT) {
+			/* Removed between the directory listing and its lstat:
+			 * nothing to keep (GNU tar says the same and goes on). */
+			dp_warn("\"%s\" vanished while the tree was read; left out",
+			        archive_entry_pathname(e) ? archive_entry_pathname(e) : "?");
+			archive_entry_free(e);
+			e = NULL;
+			continue;
+		}
 		if (r < ARCHIVE_WARN) {
 			rc = dp_error_set(DP_ERROR, "cannot read \"%s\": %s",
 			                  archive_entry_pathname(e) ? archive_entry_pathname(e)
@@ -209,9 +218,10 @@ int dp_tar_write_tree(const char *root_in, const struct stat *exclude, dp_tar_wr
 			                  archive_error_string(disk));
 			goto out;
 		}
+		/* The message names its own path (e.g. a file removed before it
+		 * was read), not necessarily this entry's. */
 		if (r == ARCHIVE_WARN)
-			dp_warn("\"%s\": %s", archive_entry_pathname(e),
-			        archive_error_string(disk));
+			dp_warn("%s", archive_error_string(disk));
 		if (exclude && archive_entry_filetype(e) == AE_IFDIR &&
 		    archive_entry_dev(e) == exclude->st_dev &&
 		    archive_entry_ino64(e) == (la_int64_t)exclude->st_ino) {
