@@ -688,6 +688,29 @@ START_TEST(t_https_verification)
 		dp_backend_free(b);
 	}
 
+	/* The server dies in the middle of TLS uploads: the puts fail with a
+	 * message, the process is not killed by SIGPIPE. */
+	o.s3_ca_file = cert;
+	o.retries = 2;
+	ck_assert_int_eq(dp_backend_open(&b, "s3://" BUCKET "/tls", &o), 0);
+	enum { T = 4 };
+	pthread_t th[T], kt;
+	putter p[T];
+	killer k = {&tls, 400};
+	for (int t = 0; t < T; t++) {
+		p[t] = (putter){.b = b, .id = t, .nthreads = T, .count = 100000, .size = 1 << 20};
+		ck_assert_int_eq(pthread_create(&th[t], NULL, put_many, &p[t]), 0);
+	}
+	ck_assert_int_eq(pthread_create(&kt, NULL, kill_later, &k), 0);
+	pthread_join(kt, NULL);
+	for (int t = 0; t < T; t++) {
+		pthread_join(th[t], NULL);
+		ck_assert_int_eq(p[t].failed, 1);
+		ck_assert_int_eq(p[t].first_rc, DP_ETRANSIENT);
+	}
+	dp_backend_free(b);
+	ck_assert_int_eq(dp_s3rver_start_tls(&tls, dir, tls.port, NULL, key, cert), 0);
+
 	/* Plain http to the https port is not silently accepted. */
 	char plain[96];
 	snprintf(plain, sizeof(plain), "http://127.0.0.1:%d", tls.port);
