@@ -2,8 +2,10 @@
  * Built-in ActionSets: every engine directory under methods/ holds ActionSet
  * manifests (methods/<engine>/NAME.yaml, .yml or .json) and the scripts they
  * run. dp and dp-controller load them into the catalog when they start, as
- * actor "builtin" and with the label DP_LABEL_BUILTIN=true, so policies can
- * name them (or get them as their engine's defaults). Loading is idempotent:
+ * actor "builtin", with the label DP_LABEL_BUILTIN=true and the annotation
+ * DP_ANNOT_METHOD_DIR=<the engine directory, canonical path> (commands run
+ * there), so policies can name them (or get them as their engine's
+ * defaults). Loading is idempotent:
  * an unchanged ActionSet is left alone. Each file is applied on its own; a
  * broken file is reported and skipped, the others still load.
  * Single-threaded, like the dp_catalog it is given.
@@ -125,7 +127,7 @@ static bool keep_manifest(const char *dir, const char *name)
 }
 
 /* Only ActionSets, each labelled builtin. */
-static int mark_builtin(dp_manifest *m)
+static int mark_builtin(dp_manifest *m, const char *engine_dir)
 {
 	for (size_t i = 0; i < m->n; i++) {
 		cJSON *root = m->docs[i].root;
@@ -146,6 +148,14 @@ static int mark_builtin(dp_manifest *m)
 		cJSON_DeleteItemFromObjectCaseSensitive(labels, DP_LABEL_BUILTIN);
 		if (!cJSON_AddStringToObject(labels, DP_LABEL_BUILTIN, "true"))
 			return dp_error_set(DP_ERROR, "out of memory");
+		cJSON *annotations = cJSON_GetObjectItemCaseSensitive(meta, "annotations");
+		if (!annotations)
+			annotations = cJSON_AddObjectToObject(meta, "annotations");
+		if (!cJSON_IsObject(annotations))
+			continue;
+		cJSON_DeleteItemFromObjectCaseSensitive(annotations, DP_ANNOT_METHOD_DIR);
+		if (!cJSON_AddStringToObject(annotations, DP_ANNOT_METHOD_DIR, engine_dir))
+			return dp_error_set(DP_ERROR, "out of memory");
 	}
 	return 0;
 }
@@ -165,7 +175,11 @@ int dp_catalog_load_builtins(dp_catalog *c, const char *dir, size_t *loaded, siz
 		char edir[PATH_MAX];
 		char **files = NULL;
 		size_t nf = 0;
-		snprintf(edir, sizeof(edir), "%s/%s", dir, engines[i]);
+		char joined[PATH_MAX + 256];
+		snprintf(joined, sizeof(joined), "%s/%s", dir, engines[i]);
+		/* The canonical path, so every loader writes the same annotation. */
+		if (!realpath(joined, edir))
+			snprintf(edir, sizeof(edir), "%s", joined);
 		if (list_dir(edir, keep_manifest, &files, &nf)) {
 			dp_warn("built-in methods: %s", dp_error_last());
 			(*failed)++;
@@ -177,7 +191,7 @@ int dp_catalog_load_builtins(dp_catalog *c, const char *dir, size_t *loaded, siz
 			snprintf(path, sizeof(path), "%s/%s", edir, files[j]);
 			int frc = dp_manifest_load(&m, path);
 			if (!frc)
-				frc = mark_builtin(m);
+				frc = mark_builtin(m, edir);
 			if (!frc)
 				frc = dp_manifest_validate(m);
 			if (!frc)

@@ -156,7 +156,8 @@ int dp_catalog_version(dp_catalog *c, int64_t *out);
  * DP_ENOTFOUND if none exists. */
 int dp_methods_dir(char *out, size_t outlen);
 /* Applies every dir/<engine>/NAME.yaml, .yml or .json (ActionSets only) as
- * actor "builtin", labelled DP_LABEL_BUILTIN=true, each file all or nothing. A file that
+ * actor "builtin", labelled DP_LABEL_BUILTIN=true and annotated
+ * DP_ANNOT_METHOD_DIR=<realpath of dir/<engine>>, each file all or nothing. A file that
  * fails is logged (dp_warn) and counted in *failed; the others load.
  * *loaded counts the documents applied (created, updated or unchanged).
  * Fails only if dir cannot be read. */

@@ -39,6 +39,9 @@
 #define DP_LABEL_ENGINE "dataprotection.dp.io/engine"
 #define DP_LABEL_METHOD "dataprotection.dp.io/method"
 #define DP_LABEL_BUILTIN "dataprotection.dp.io/builtin"
+/* Annotation on a built-in ActionSet: the canonical path of its engine
+ * directory under methods/ (its commands run there). */
+#define DP_ANNOT_METHOD_DIR "dataprotection.dp.io/method-dir"
 
 typedef enum dp_kind {
 	DP_KIND_BACKUP_REPO,
