@@ -73,9 +73,8 @@ static int parse_item(int f, const char *item, uint64_t *bits)
 {
 	const char *p = item;
 	int lo, hi, step = 1, rc;
-	bool star = false, single = false;
+	bool single = false;
 	if (*p == '*') {
-		star = true;
 		lo = fields[f].min;
 		hi = fields[f].max;
 		p++;
@@ -111,7 +110,6 @@ static int parse_item(int f, const char *item, uint64_t *bits)
 	}
 	if (*p != 0)
 		return dp_error_set(DP_EUSAGE, "bad %s \"%s\"", fields[f].name, item);
-	(void)star;
 	for (int v = lo; v <= hi; v += step)
 		*bits |= 1ULL << (f == F_DOW && v == 7 ? 0 : v);
 	return 0;

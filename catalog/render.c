@@ -283,7 +283,9 @@ static void list_names(char *out, size_t outlen, const cJSON *arr, const char *k
 	}
 }
 
-static int row_for(struct table *t, const dp_resource *r, bool wide)
+/* One row with every column; the table keeps the first ncols (narrow or
+ * wide). */
+static int row_for(struct table *t, const dp_resource *r)
 {
 	cJSON *spec = parse_or_empty(r->spec), *status = parse_or_empty(r->status);
 	char created[32], a[512], b[512], c[64], d[64];
@@ -413,7 +415,6 @@ static int row_for(struct table *t, const dp_resource *r, bool wide)
 	default:
 		break;
 	}
-	(void)wide;
 	rc = table_add(t, row);
 	cJSON_Delete(spec);
 	cJSON_Delete(status);
@@ -447,7 +448,7 @@ int dp_resource_table(dp_buf *out, dp_kind kind, const dp_resource *v, size_t n,
 	if ((rc = table_add(&t, headers[kind].head)))
 		goto out;
 	for (size_t i = 0; i < n && !rc; i++)
-		rc = row_for(&t, &v[i], wide);
+		rc = row_for(&t, &v[i]);
 	if (!rc)
 		rc = table_print(out, &t);
 out:

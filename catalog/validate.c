@@ -337,7 +337,6 @@ static int check_secret(struct vctx *c, cJSON *v)
 
 static int check_env(struct vctx *c, cJSON *v)
 {
-	static const struct field f_value_from[] = {{"env", T_STR}, {"file", T_PATH}, END};
 	if (!cJSON_IsArray(v))
 		return verr(c, "expected a list of {name, value}, got %s", type_name(v));
 	int i = 0;
@@ -395,7 +394,6 @@ static int check_env(struct vctx *c, cJSON *v)
 			rc = check_secret(c, from);
 			c->path[o2] = 0;
 		}
-		(void)f_value_from;
 	next:
 		c->path[old] = 0;
 		if (rc)
