@@ -93,6 +93,7 @@ typedef struct s3_req {
 	bool ranged;
 	uint64_t off, len; /* with ranged; len UINT64_MAX: to the end */
 	dp_buf *out; /* 2xx body is appended here (may be NULL) */
+	uint64_t max_body; /* refuse a longer 2xx body (0: no limit) */
 
 	long status;
 	uint64_t length; /* Content-Length of the response */
@@ -472,6 +473,8 @@ static enum outcome attempt(s3_backend *b, s3_req *r, const char *url, char *wha
 	x.want = UINT64_MAX;
 	if (r->ranged && r->len != UINT64_MAX)
 		x.want = r->len;
+	else if (r->max_body)
+		x.want = r->max_body;
 	r->status = 0;
 	r->has_length = false;
 
@@ -943,7 +946,8 @@ static int s3_list(dp_backend *base, const char *prefix, dp_backend_list_cb cb, 
 		s3_req r = {.method = "GET",
 		            .verb = "list",
 		            .query = (const char *)query.data,
-		            .out = &body};
+		            .out = &body,
+		            .max_body = S3_LIST_MAX};
 		rc = s3_perform(b, &r);
 		if (rc < 0)
 			goto out;
@@ -1099,7 +1103,8 @@ static int s3_remove_many(dp_backend *base, const char *const *keys, size_t n)
 		            .body_len = body.len,
 		            .content_type = "application/xml",
 		            .content_md5 = (const char *)md5b64.data,
-		            .out = &resp};
+		            .out = &resp,
+		            .max_body = S3_LIST_MAX};
 		rc = s3_perform(b, &r);
 		if (rc < 0)
 			break;
