@@ -58,6 +58,10 @@ static int push_fd(dp_push *p, int fd, const char *what)
 	if (!buf)
 		return dp_error_set(DP_ERROR, "out of memory");
 	for (;;) {
+		/* Checked before and after: a signal that came before read()
+		 * started would not interrupt it. */
+		if ((rc = dp_cli_check_interrupt()) != 0)
+			break;
 		ssize_t n = read(fd, buf, READ_LEN);
 		if ((rc = dp_cli_check_interrupt()) != 0)
 			break;
