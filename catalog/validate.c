@@ -405,6 +405,8 @@ static int check_env(struct vctx *c, cJSON *v)
 static int check_value(struct vctx *c, const struct field *f, cJSON *v)
 {
 	int64_t dummy;
+	if (f->type == T_DURATION && cJSON_IsNumber(v))
+		return verr(c, "%g: a duration needs a unit, as in 7d, 12h or 30m", v->valuedouble);
 	switch (f->type) {
 	case T_STR:
 	case T_ANY_STR:
