@@ -432,7 +432,10 @@ static void usage(FILE *f)
 	fprintf(f, "usage: dp repo SUBCOMMAND [OPTIONS]\n\nsubcommands:\n");
 	for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
 		fprintf(f, "  %-8s %s\n", subcommands[i].name, subcommands[i].summary);
-	fprintf(f, "\n'dp repo SUBCOMMAND --help' describes one.\n");
+	fprintf(f, "\n'dp repo SUBCOMMAND --help' describes one.\n"
+	           "exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase or credentials,\n"
+	           "4 corrupted data, 5 not found, 6 locked\n"
+	           "example: dp repo init --repo /srv/backups --passphrase-file /etc/dp/pass\n");
 }
 
 int dp_cli_repo(int argc, char **argv)
