@@ -951,6 +951,14 @@ void dp_api_stop(dp_api *a)
 	pthread_mutex_lock(&a->mu);
 	a->stopping = true;
 	pthread_cond_broadcast(&a->cv);
+	/* Let open watches send their last chunk, so clients see a clean end
+	 * (they reconnect with Last-Event-ID); a client that does not read is
+	 * cut off by MHD_stop_daemon after the grace period. */
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += 2;
+	while (a->watches > 0 && pthread_cond_timedwait(&a->cv, &a->mu, &ts) == 0)
+		;
 	pthread_mutex_unlock(&a->mu);
 	MHD_stop_daemon(a->d);
 	pthread_mutex_destroy(&a->mu);

@@ -2,7 +2,7 @@
  * Private to the REST API (api.c, api_sse.c, api_token.c): the server state
  * shared by its connection threads. Everything in struct dp_api is set by
  * dp_api_start before the daemon runs and read-only afterwards, except
- * `stopping`, which is guarded by mu and signalled on cv.
+ * `stopping` and `watches`, which are guarded by mu and signalled on cv.
  */
 #ifndef DP_API_INT_H
 #define DP_API_INT_H
@@ -25,6 +25,7 @@ struct dp_api {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool stopping;
+	int watches; /* open watch streams (mu); dp_api_stop lets them end */
 };
 
 /* A catalog connection for one request or watch, actor DP_API_ACTOR. */

@@ -148,6 +148,10 @@ static ssize_t watch_read(void *cls, uint64_t pos, char *buf, size_t max)
 static void watch_free(void *cls)
 {
 	watch *w = cls;
+	pthread_mutex_lock(&w->a->mu);
+	w->a->watches--;
+	pthread_cond_broadcast(&w->a->cv);
+	pthread_mutex_unlock(&w->a->mu);
 	dp_catalog_close(w->c);
 	dp_buf_free(&w->out);
 	free(w);
@@ -161,6 +165,9 @@ int dp_api_watch_response(dp_api *a, int kind, const char *name, int64_t since_r
 	if (!w)
 		return dp_error_set(DP_ERROR, "out of memory");
 	w->a = a;
+	pthread_mutex_lock(&a->mu);
+	a->watches++;
+	pthread_mutex_unlock(&a->mu);
 	w->kind = kind;
 	snprintf(w->name, sizeof(w->name), "%s", name ? name : "");
 	if ((rc = dp_api_catalog(a, &w->c)))
