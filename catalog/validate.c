@@ -1118,6 +1118,11 @@ static int check_doc_refs(dp_manifest *m, struct dp_doc *d, const struct dp_ref_
 			else
 				rc = need(&c, m, src, "spec.parentBackupName", DP_KIND_BACKUP,
 				          parent, &r);
+			const char *ppol = rc ? NULL : str_of(r.spec, "backupPolicyName");
+			if (ppol && strcmp(ppol, pn) != 0)
+				rc = at(&c, "spec.parentBackupName",
+				        "backup \"%s\" belongs to backuppolicy \"%s\", not \"%s\"",
+				        parent, ppol, pn);
 			ref_free(&r);
 		}
 		break;
