@@ -607,7 +607,7 @@ static enum outcome attempt(s3_backend *b, s3_req *r, const char *url, char *wha
 	/* Everything else will not get better by asking again. */
 	const char *fix = "";
 	int rc = DP_ERROR;
-	char hint[256] = "";
+	char hint[512] = "";
 	if (st == 401 || st == 403) {
 		rc = DP_EAUTH;
 		if (strcmp(code, "InvalidAccessKeyId") == 0)
@@ -620,9 +620,14 @@ static enum outcome attempt(s3_backend *b, s3_req *r, const char *url, char *wha
 			fix = "this machine's clock is off: fix the time (NTP)";
 		else if (strcmp(code, "ExpiredToken") == 0 || strcmp(code, "InvalidToken") == 0)
 			fix = "the session token is expired or invalid: renew AWS_SESSION_TOKEN";
-		else
-			fix = "access denied: check the credentials and that the bucket policy "
-			      "allows dp to read, write, list and delete under this prefix";
+		else {
+			snprintf(hint, sizeof(hint),
+			         "access denied: check the credentials (from the %s) and that "
+			         "the bucket policy lets them read, write, list and delete under "
+			         "this prefix",
+			         b->cred.source);
+			fix = hint;
+		}
 	} else if (st == 404 && strcmp(code, "NoSuchBucket") == 0) {
 		rc = r->key && strcmp(r->method, "GET") == 0 ? DP_ENOTFOUND : DP_ERROR;
 		snprintf(hint, sizeof(hint),
