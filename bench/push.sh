@@ -186,6 +186,7 @@ fi
 
 # ---- measurements ----
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 work=$BENCH_DIR/work
 results=$BENCH_DIR/results.txt
 rm -rf "$work"
@@ -226,6 +227,7 @@ for ds in pg text; do
 	[ "$ds" = text ] && { [ "$want_text" = 1 ] || continue; input=$TEXT_CSV; }
 	size=$(stat -c %s "$input")
 	echo "$ds.size $size" >>"$results"
+	cat "$input" >/dev/null # into the page cache, for every tool alike
 	for run in $(seq 1 "$RUNS"); do
 		log "$ds: run $run of $RUNS"
 		# dp
@@ -280,6 +282,8 @@ echo "$(date -u +%Y-%m-%d), $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//
 	"($(df -T "$BENCH_DIR" | awk 'NR == 2 { print $2 }')). dp zstd level $level${DP_INIT_ARGS:+, init options \"$DP_INIT_ARGS\"};" \
 	"$(zstd --version | sed 's/.*\(v[0-9.]*\).*/zstd \1/'); $(restic version | cut -d' ' -f1-2)."
 echo "MB = 10^6 bytes of input; MB/s = input size / wall time; CPU = user + sys seconds."
+echo "Load average before / after: $load_before / $(cut -d' ' -f1-3 /proc/loadavg) —" \
+	"with other work on the machine the wall-clock figures are noisy; CPU seconds much less so."
 echo
 echo "| input | tool | push MB/s | push CPU s | push peak RSS MiB | restore MB/s | restore CPU s | restore peak RSS MiB | stored MB | input/stored |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -306,8 +310,8 @@ for ds in pg text; do
 	done
 done
 echo
-echo "| input | dp/zstd push MB/s | dp/zstd restore MB/s | dp/restic push MB/s | dp/restic restore MB/s | dp/restic stored bytes | dp peak RSS MiB (push, restore) |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| input | dp/zstd push MB/s | dp/zstd restore MB/s | dp/restic push MB/s | dp/restic restore MB/s | dp/zstd push MB per CPU s | dp/restic push MB per CPU s | dp/restic stored bytes | dp peak RSS MiB (push, restore) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for ds in pg text; do
 	grep -q "^$ds.size " "$results" || continue
 	dpw=$(med "$ds.dp.push" 2) dpr=$(med "$ds.dp.pull" 2)
@@ -315,6 +319,8 @@ for ds in pg text; do
 		"$(calc "$(med "$ds.zstd.pull" 2) / $dpr" .2f) |" \
 		"$(calc "$(med "$ds.restic.push" 2) / $dpw" .2f) |" \
 		"$(calc "$(med "$ds.restic.pull" 2) / $dpr" .2f) |" \
+		"$(calc "$(med "$ds.zstd.push" 3) / $(med "$ds.dp.push" 3)" .2f) |" \
+		"$(calc "$(med "$ds.restic.push" 3) / $(med "$ds.dp.push" 3)" .2f) |" \
 		"$(calc "$(med "$ds.dp.stored" 2) / $(med "$ds.restic.stored" 2)" .2f) |" \
 		"$(calc "$(med "$ds.dp.push" 4) / 1024" .0f), $(calc "$(med "$ds.dp.pull" 4) / 1024" .0f) |"
 done

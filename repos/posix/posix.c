@@ -14,9 +14,9 @@
  *    (files without the x bits), masked by the umask; "create" makes a
  *    missing root 0700. To share a repository with a group, chmod the root.
  *
- * Errors name the full path. ENOENT on the root is "repository does not
- * exist" (DP_ENOTFOUND), ENOSPC/EDQUOT is DP_ENOSPACE, EACCES/EPERM/EROFS say
- * "permission denied" / "read-only".
+ * Errors name the object's full path (never the temp name). ENOENT on the root is "repository does
+ * not exist" (DP_ENOTFOUND), ENOSPC/EDQUOT is DP_ENOSPACE, EACCES/EPERM/EROFS say "permission
+ * denied" / "read-only".
  *
  * Thread safety: the backend holds no mutable state after open (the temp
  * name counter is atomic), so every member may run on several threads.
@@ -236,23 +236,23 @@ static int posix_put(dp_backend *b, const char *key, const void *data, size_t le
 		int err = errno;
 		if ((err == ENOENT || err == ENOTDIR) && (rc = root_missing(p)))
 			goto out;
-		rc = io_error(err, "create", tmp);
+		rc = io_error(err, "write", path);
 		goto out;
 	}
 	tmp_exists = true;
 	if (write_all(fd, data, len) != 0) {
-		rc = io_error(errno, "write", tmp);
+		rc = io_error(errno, "write", path);
 		goto out;
 	}
 	if (fsync(fd) != 0) {
-		rc = io_error(errno, "sync", tmp);
+		rc = io_error(errno, "sync", path);
 		goto out;
 	}
 	/* NFS may report a failed write only at close. */
 	int cr = close(fd);
 	fd = -1;
 	if (cr != 0) {
-		rc = io_error(errno, "write", tmp);
+		rc = io_error(errno, "write", path);
 		goto out;
 	}
 	if (rename(tmp, path) != 0) {
