@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# PostgreSQL physical backups: dp against pgBackRest on the same data.
+#
+# One PostgreSQL 15 cluster with data checksums (pgbench scale 100 plus a
+# less compressible table of random text) is made once and copied, so both
+# tools start from the same bytes. On each copy, in one run: a full backup;
+# heavy churn (pgbench -c 2 -j 2 -t 20000); a second backup; light churn
+# (-t 1000); a third backup; a restore of the third backup into a new
+# directory, durable (dp: pull | tar -x, then syncfs; pgBackRest fsyncs
+# every file itself). dp: methods/postgresql/scripts/backup-full.sh
+# (pg_basebackup | dp-worker stream-push). pgBackRest 2.45: zst, process-max
+# 2, posix repo, full then incr, incr.
+#
+# Prints wall time, CPU (user+sys of every process of the step), peak RSS
+# (largest process of the step), bytes added to each repository, and the
+# dp/pgBackRest ratios. Needs root (the servers run as nobody).
+#
+#   bash bench/pg.sh                      # BIN=bin, scale 100
+#   SCALE=10 BENCH_DIR=/tmp/x bash bench/pg.sh
+#   DP_INIT_OPTS="--chunk-avg 16K" bash bench/pg.sh   # repo init options
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$(cd "${BIN:-$here/bin}" && pwd)
+PGB=${DP_PG_BIN:-/usr/lib/postgresql/15/bin}
+SCALE=${SCALE:-100}
+HEAVY=${HEAVY:-20000}
+LIGHT=${LIGHT:-1000}
+RANDTEXT_ROWS=${RANDTEXT_ROWS:-1000000}
+U=nobody
+[ "$(id -u)" -eq 0 ] || { echo "bench/pg.sh: run as root (servers run as $U)" >&2; exit 2; }
+command -v pgbackrest >/dev/null || { echo "bench/pg.sh: pgbackrest is not installed (scripts/install-deps.sh)" >&2; exit 2; }
+[ -x "$BIN/dp-worker" ] || { echo "bench/pg.sh: build first (make); BIN=$BIN" >&2; exit 2; }
+
+dir=${BENCH_DIR:-$(mktemp -d /tmp/dp-bench-pg-XXXXXX)}
+mkdir -p "$dir" && chown "$U" "$dir" && chmod 755 "$dir"
+pids=()
+cleanup() {
+	for d in "$dir"/tmpl "$dir"/dp/data "$dir"/pbr/data "$dir"/dp/restore "$dir"/pbr/restore; do
+		[ -f "$d/postmaster.pid" ] || continue
+		pid=$(head -n 1 "$d/postmaster.pid")
+		kill -INT "$pid" 2>/dev/null || true
+		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	done
+	[ -n "${BENCH_KEEP:-}" ] || rm -rf "$dir"
+}
+trap cleanup EXIT
+as() { runuser -u "$U" -- "$@"; }
+port_of() { echo $((20000 + RANDOM % 20000)); }
+
+start_pg() { # DATA PORT
+	as "$PGB/pg_ctl" -D "$1" -l "$1.log" -o "-p $2 -k $dir" -w -t 300 start >/dev/null
+}
+stop_pg() { # DATA
+	local pid
+	pid=$(head -n 1 "$1/postmaster.pid" 2>/dev/null) || return 0
+	kill -INT "$pid"
+	while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+}
+psql_do() { "$PGB/psql" -X -q -A -t -h "$dir" -p "$1" -U "$U" -d postgres -c "$2"; }
+
+# ---- the template cluster ----
+echo "== making the cluster (pgbench scale $SCALE + random text) in $dir" >&2
+as "$PGB/initdb" -D "$dir/tmpl" -U "$U" --data-checksums -A trust >/dev/null
+cat >>"$dir/tmpl/postgresql.conf" <<EOF
+listen_addresses = ''
+unix_socket_directories = '$dir'
+archive_mode = on
+archive_command = '/bin/true'
+max_wal_size = 4GB
+shared_buffers = 256MB
+log_min_messages = warning
+EOF
+P=$(port_of)
+start_pg "$dir/tmpl" "$P"
+as "$PGB/pgbench" -i -s "$SCALE" -q -h "$dir" -p "$P" postgres 2>/dev/null
+# About 3:1 for zstd: a random md5 and a few words from a small vocabulary.
+psql_do "$P" "CREATE TABLE randtext AS SELECT g AS id, md5(random()::text) || ' ' ||
+  (ARRAY['alpha','beta','gamma','delta','omega','sigma'])[1 + (random()*5)::int] || ' ' ||
+  (ARRAY['red','green','blue','black','white','grey'])[1 + (random()*5)::int] || ' ' ||
+  md5(g::text) AS body FROM generate_series(1, $RANDTEXT_ROWS) g; CHECKPOINT" >/dev/null
+stop_pg "$dir/tmpl"
+datasize=$(du -sb --exclude=pg_wal "$dir/tmpl" | cut -f1)
+echo "== data directory: $((datasize / 1000000)) MB without pg_wal" >&2
+# Let autovacuum finish its first pass over the loaded tables now (hint bits,
+# visibility map, freezing would otherwise change every page between the
+# first two backups of whichever tool runs first).
+start_pg "$dir/tmpl" "$P"
+psql_do "$P" "VACUUM (FREEZE, ANALYZE); CHECKPOINT" >/dev/null
+stop_pg "$dir/tmpl"
+
+# measure LABEL CMD...: appends "label wall cpu rss" to $dir/results.
+measure() {
+	local label=$1
+	shift
+	if ! /usr/bin/time -o "$dir/time.out" -f '%e %U %S %M' "$@" >/dev/null 2>"$dir/step.err"; then
+		echo "bench/pg.sh: step \"$label\" failed:" >&2
+		cat "$dir/step.err" >&2
+		exit 1
+	fi
+	read -r wall usr sys rss <"$dir/time.out"
+	printf '%s %s %s %s\n' "$label" "$wall" "$(echo "$usr + $sys" | bc)" "$rss" >>"$dir/results"
+}
+# Before a restore: nothing cached, no writeback of earlier steps running.
+settle() {
+	sync
+	echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+	sleep 5
+}
+repo_bytes() { du -sb "$1" | cut -f1; }
+added() { # LABEL REPO BEFORE
+	echo "$1 $(($(repo_bytes "$2") - $3))" >>"$dir/added"
+}
+: >"$dir/results"
+: >"$dir/added"
+
+# ---- dp ----
+echo "== dp" >&2
+mkdir -p "$dir/dp" && chown "$U" "$dir/dp"
+cp -a "$dir/tmpl" "$dir/dp/data"
+P=$(port_of)
+start_pg "$dir/dp/data" "$P"
+export DP_REPO=$dir/dp/repo DP_REPO_PASSPHRASE=bench-passphrase DP_WORKER=$BIN/dp-worker DP_PG_BIN=$PGB
+export DP_DB_HOST=$dir DP_DB_PORT=$P DP_DB_USER=$U DP_DATA_DIR=$dir/dp/data
+# shellcheck disable=SC2086
+as "$BIN/dp" repo init --repo "$DP_REPO" ${DP_INIT_OPTS:-} >/dev/null
+b=$(repo_bytes "$DP_REPO")
+measure "dp full" runuser -u "$U" -- env DP_BACKUP_NAME=b1 bash "$here/methods/postgresql/scripts/backup-full.sh"
+added "dp full" "$DP_REPO" "$b"
+as "$PGB/pgbench" -n -c 2 -j 2 -t "$HEAVY" -h "$dir" -p "$P" postgres >/dev/null 2>&1
+b=$(repo_bytes "$DP_REPO")
+measure "dp heavy" runuser -u "$U" -- env DP_BACKUP_NAME=b2 DP_PARENT_BACKUP_NAME=b1 bash "$here/methods/postgresql/scripts/backup-full.sh"
+added "dp heavy" "$DP_REPO" "$b"
+as "$PGB/pgbench" -n -c 2 -j 2 -t "$LIGHT" -h "$dir" -p "$P" postgres >/dev/null 2>&1
+b=$(repo_bytes "$DP_REPO")
+measure "dp light" runuser -u "$U" -- env DP_BACKUP_NAME=b3 DP_PARENT_BACKUP_NAME=b2 bash "$here/methods/postgresql/scripts/backup-full.sh"
+added "dp light" "$DP_REPO" "$b"
+stop_pg "$dir/dp/data"
+settle
+as mkdir -m 700 "$dir/dp/restore"
+measure "dp restore" runuser -u "$U" -- bash -c "set -o pipefail; '$BIN/dp-worker' pull --quiet b3 - | tar -x -b 2048 -C '$dir/dp/restore' -f - && sync -f '$dir/dp/restore'"
+rm -rf "$dir/dp/restore" "$dir/dp/data"
+
+# ---- pgBackRest ----
+echo "== pgBackRest $(pgbackrest version | cut -d' ' -f2)" >&2
+mkdir -p "$dir/pbr" && chown "$U" "$dir/pbr"
+cp -a "$dir/tmpl" "$dir/pbr/data"
+P=$(port_of)
+conf=$dir/pbr/pgbackrest.conf
+cat >"$conf" <<EOF
+[global]
+repo1-path=$dir/pbr/repo
+repo1-retention-full=10
+compress-type=zst
+process-max=2
+start-fast=y
+log-level-console=warn
+log-level-file=off
+lock-path=$dir/pbr/lock
+spool-path=$dir/pbr/spool
+
+[bench]
+pg1-path=$dir/pbr/data
+pg1-port=$P
+pg1-socket-path=$dir
+pg1-user=$U
+EOF
+chown "$U" "$conf"
+as mkdir -p "$dir/pbr/repo"
+sed -i "s|^archive_command = .*|archive_command = 'pgbackrest --config=$conf --stanza=bench archive-push %p'|" "$dir/pbr/data/postgresql.conf"
+start_pg "$dir/pbr/data" "$P"
+as pgbackrest --config="$conf" --stanza=bench stanza-create >/dev/null
+pbr() { as pgbackrest --config="$conf" --stanza=bench "$@"; }
+b=$(repo_bytes "$dir/pbr/repo")
+measure "pgbackrest full" runuser -u "$U" -- pgbackrest --config="$conf" --stanza=bench --type=full backup
+added "pgbackrest full" "$dir/pbr/repo" "$b"
+as "$PGB/pgbench" -n -c 2 -j 2 -t "$HEAVY" -h "$dir" -p "$P" postgres >/dev/null 2>&1
+b=$(repo_bytes "$dir/pbr/repo")
+measure "pgbackrest heavy" runuser -u "$U" -- pgbackrest --config="$conf" --stanza=bench --type=incr backup
+added "pgbackrest heavy" "$dir/pbr/repo" "$b"
+as "$PGB/pgbench" -n -c 2 -j 2 -t "$LIGHT" -h "$dir" -p "$P" postgres >/dev/null 2>&1
+b=$(repo_bytes "$dir/pbr/repo")
+measure "pgbackrest light" runuser -u "$U" -- pgbackrest --config="$conf" --stanza=bench --type=incr backup
+added "pgbackrest light" "$dir/pbr/repo" "$b"
+stop_pg "$dir/pbr/data"
+settle
+as mkdir -m 700 "$dir/pbr/restore"
+measure "pgbackrest restore" runuser -u "$U" -- pgbackrest --config="$conf" --stanza=bench --pg1-path="$dir/pbr/restore" restore
+rm -rf "$dir/pbr/restore" "$dir/pbr/data"
+
+# ---- the table ----
+echo
+printf 'data directory: %d MB without pg_wal (pgbench scale %s + randtext %s rows); churn -t %s / -t %s\n\n' \
+	$((datasize / 1000000)) "$SCALE" "$RANDTEXT_ROWS" "$HEAVY" "$LIGHT"
+printf '| step | dp wall s | pgBackRest wall s | dp/pgBR | dp CPU s | pgBR CPU s | dp peak RSS MiB | pgBR peak RSS MiB | dp repo +MB | pgBR repo +MB | dp/pgBR bytes |\n'
+printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+for step in full heavy light restore; do
+	read -r _ _ dw dc dr <<<"$(grep "^dp $step " "$dir/results")"
+	read -r _ _ pw pc pr <<<"$(grep "^pgbackrest $step " "$dir/results")"
+	da=$(grep "^dp $step " "$dir/added" | awk '{print $3}' || true)
+	pa=$(grep "^pgbackrest $step " "$dir/added" | awk '{print $3}' || true)
+	printf '| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | %s | %s | %s |\n' "$step" "$dw" "$pw" \
+		"$(echo "$dw / $pw" | bc -l)" "$dc" "$pc" "$(echo "$dr / 1024" | bc -l)" "$(echo "$pr / 1024" | bc -l)" \
+		"$([ -n "$da" ] && printf '%.1f' "$(echo "$da / 1000000" | bc -l)" || echo -)" \
+		"$([ -n "$pa" ] && printf '%.1f' "$(echo "$pa / 1000000" | bc -l)" || echo -)" \
+		"$([ -n "$da" ] && [ -n "$pa" ] && printf '%.2f' "$(echo "$da / $pa" | bc -l)" || echo -)"
+done
