@@ -525,6 +525,18 @@ static bool yaml_plain_ok(const char *s)
 		return false;
 	if (strchr("-?:,[]{}#&*!|>'\"%@`~", s[0]))
 		return false;
+	/* Quote what other YAML readers might take for a number, a boolean
+	 * or a timestamp (YAML 1.1: yes/no/on/off/y/n; hex, octal, .5, +1,
+	 * 1:20, 2026-05-07T09:20:00Z); "7d" or "12h" stay plain. */
+	static const char *const words[] = {"yes", "no", "on", "off", "y", "n", NULL};
+	for (int i = 0; words[i]; i++)
+		if (strcasecmp(s, words[i]) == 0)
+			return false;
+	if (isdigit((unsigned char)s[0]) || s[0] == '+' || s[0] == '.') {
+		/* Number-like: digits, hex, exponents, times (1:20, dates). */
+		if (strspn(s, "0123456789abcdefABCDEFxXoO_.:+-TZtz ") == strlen(s))
+			return false;
+	}
 	cJSON *probe = plain_scalar(s);
 	bool str = cJSON_IsString(probe);
 	cJSON_Delete(probe);
