@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -436,9 +437,25 @@ static void make_tree(const char *t)
 	ck_assert_int_eq(pwrite(fd, "middle", 6, 32 * MiB), 6);
 	ck_assert_int_eq(ftruncate(fd, 64 * MiB), 0);
 	close(fd);
-	/* An owner other than ours. */
-	if (geteuid() == 0)
+	/* An owner other than ours, set-id and sticky bits. */
+	if (geteuid() == 0) {
 		ck_assert_int_eq(lchown(T("script"), 65534, 65534), 0);
+		ck_assert_int_eq(chmod(T("script"), 06755), 0);
+	}
+	ck_assert_int_eq(mkdir(T("sticky"), 0777), 0);
+	ck_assert_int_eq(chmod(T("sticky"), 01777), 0);
+	/* A FIFO, a UTF-8 name, a path longer than ustar's 100 bytes, and an
+	 * extended attribute. */
+	ck_assert_int_eq(mkfifo(T("fifo"), 0640), 0);
+	dp_test_write_data(T("sub/d\xc3\xa9j\xc3\xa0 vu \xe2\x82\xac"), 10, 9, false);
+	char longdir[PATH_MAX];
+	snprintf(longdir, sizeof(longdir), "%s/%s", t,
+	         "a-directory-with-a-rather-long-name-to-pass-one-hundred-bytes");
+	ck_assert_int_eq(mkdir(longdir, 0755), 0);
+	dp_test_write_data(T("a-directory-with-a-rather-long-name-to-pass-one-hundred-bytes/"
+	                     "and-a-file-with-a-long-name-as-well.dat"),
+	                   5000, 10, true);
+	ck_assert_int_eq(setxattr(T("data"), "user.dp.test", "value-1", 7, 0), 0);
 	/* Times with nanoseconds, deepest first (a child changes its parent). */
 	touch_at(T("sub/deep/small"), 1500000000, 123456789);
 	touch_at(T("sub/deep"), 1500000001, 0);
@@ -447,6 +464,7 @@ static void make_tree(const char *t)
 	touch_at(T("data"), 1600000000, 999);
 	touch_at(T("emptydir"), 1400000000, 0);
 	touch_at(T("sparse"), 1450000000, 0);
+	touch_at(longdir, 1300000000, 0);
 	touch_at(t, 1550000000, 42);
 #undef T
 }
@@ -496,7 +514,13 @@ static void compare_trees(const char *orig, const char *copy)
 	tree_copy = copy;
 	tree_entries = 0;
 	ck_assert_int_eq(nftw(orig, compare_one, 32, FTW_PHYS), 0);
-	ck_assert_int_ge(tree_entries, 13);
+	ck_assert_int_ge(tree_entries, 18);
+	/* The extended attribute came back. */
+	char xv[64] = {0};
+	char xp[PATH_MAX];
+	snprintf(xp, sizeof(xp), "%s/data", copy);
+	ck_assert_int_eq(getxattr(xp, "user.dp.test", xv, sizeof(xv) - 1), 7);
+	ck_assert_str_eq(xv, "value-1");
 	/* The hard link pair is one inode again. */
 	char a[PATH_MAX], b[PATH_MAX];
 	struct stat sa, sb;
