@@ -144,6 +144,14 @@ static void sleep_ms(long ms)
 		;
 }
 
+/* Drops what an attempt appended, keeping the buffer NUL-terminated. */
+static void buf_truncate(dp_buf *b, size_t len)
+{
+	b->len = len;
+	if (b->data)
+		b->data[len] = 0;
+}
+
 /* ---- handle pool ---- */
 
 static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *arg)
@@ -556,7 +564,7 @@ static enum outcome attempt(s3_backend *b, s3_req *r, const char *url, char *wha
 
 	if (cc != CURLE_OK) {
 		if (r->out)
-			r->out->len = x.out_base;
+			buf_truncate(r->out, x.out_base);
 		if (x.bad_range) {
 			*rc_out = dp_error_set(
 			    DP_ECORRUPT, "the s3 server answered with another byte range than "
@@ -592,7 +600,7 @@ static enum outcome attempt(s3_backend *b, s3_req *r, const char *url, char *wha
 		goto out;
 	}
 	if (r->out)
-		r->out->len = x.out_base;
+		buf_truncate(r->out, x.out_base);
 	err_fields f;
 	parse_error_body(&x, &f);
 	const char *code = f.code[0] ? f.code : "";
@@ -834,7 +842,7 @@ static int s3_get(dp_backend *base, const char *key, uint64_t off, uint64_t len,
 		return rc;
 	uint64_t got = out->len - base_len;
 	if (len != UINT64_MAX && got != len) {
-		out->len = base_len;
+		buf_truncate(out, base_len);
 		return dp_error_set(DP_ECORRUPT,
 		                    "s3 read of \"%s%s\": asked for %" PRIu64 " bytes at %" PRIu64
 		                    ", got %" PRIu64 " (the object is truncated)",
