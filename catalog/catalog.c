@@ -785,9 +785,9 @@ static int check_delete(dp_catalog *c, const dp_resource *r)
 		return dp_error_set(
 		    DP_EUSAGE,
 		    "backup \"%s\" is %s: deleting it also removes its data from the "
-		    "repository, which the controller does (not in this build); "
+		    "repository, which the controller does ('dp backup delete %s'); "
 		    "nothing was deleted",
-		    r->name, phase);
+		    r->name, phase, r->name);
 	if (r->kind == DP_KIND_RESTORE && strcmp(phase, "Running") == 0)
 		return dp_error_set(DP_EUSAGE, "restore \"%s\" is Running; wait until it ends",
 		                    r->name);

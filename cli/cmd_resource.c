@@ -276,8 +276,8 @@ static void delete_usage(FILE *f)
 	        "Deletes resources from the catalog. Refused while another resource refers\n"
 	        "to one (a policy to its repo, a schedule or backup to its policy, an\n"
 	        "incremental backup to its parent). A Backup that has data (phase other\n"
-	        "than New) is deleted by the controller, which also removes its data; this\n"
-	        "build refuses it and changes nothing.\n\n%s",
+	        "than New) is deleted with 'dp backup delete NAME', which also removes its\n"
+	        "data and honours its deletionPolicy; here it is refused.\n\n%s",
 	        kinds_help);
 }
 
