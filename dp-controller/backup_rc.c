@@ -355,7 +355,7 @@ static int fail(dp_ctl *c, ctl_res *x, const char *reason)
 		jset_time(x->status, "expiration", now + ret);
 	dp_catalog_event(c->cat, DP_KIND_BACKUP, x->r.name, "Warning", "BackupFailed", "%s",
 	                 reason);
-	dp_warn("backup \"%s\" failed: %s", x->r.name, reason);
+	dp_info("backup \"%s\" failed: %s", x->r.name, reason);
 	return ctl_save(c, x);
 }
 

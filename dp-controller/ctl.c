@@ -747,93 +747,21 @@ const char *dp_ctl_home(const dp_ctl *c)
 
 /* ---- built-in ActionSets ---- */
 
-static int load_one(dp_ctl *c, const char *dir, const char *path, size_t *loaded)
-{
-	dp_manifest *m = NULL, *m2 = NULL;
-	cJSON *doc = NULL;
-	char *text = NULL;
-	int rc = dp_manifest_load(&m, path);
-	if (rc)
-		return rc;
-	if ((rc = dp_manifest_validate(m)))
-		goto out;
-	/* Rebuild each ActionSet with the builtin label and its directory. */
-	cJSON *arr = cJSON_CreateArray();
-	doc = arr;
-	for (size_t i = 0; i < dp_manifest_count(m); i++) {
-		if (dp_manifest_kind(m, i) != DP_KIND_ACTION_SET)
-			continue;
-		cJSON *d = cJSON_CreateObject();
-		cJSON_AddStringToObject(d, "apiVersion", DP_API_VERSION);
-		cJSON_AddStringToObject(d, "kind", "ActionSet");
-		cJSON *meta = parse_obj(dp_manifest_meta(m, i));
-		cJSON_AddStringToObject(meta, "name", dp_manifest_name(m, i));
-		jset_str(jobj(meta, "labels"), DP_LABEL_BUILTIN, "true");
-		jset_str(jobj(meta, "annotations"), DP_ANNOT_METHOD_DIR, dir);
-		cJSON_AddItemToObject(d, "metadata", meta);
-		cJSON_AddItemToObject(d, "spec", parse_obj(dp_manifest_spec(m, i)));
-		cJSON_AddItemToArray(arr, d);
-	}
-	if (!arr->child)
-		goto out;
-	text = cJSON_PrintUnformatted(arr);
-	if (!text) {
-		rc = dp_error_set(DP_ERROR, "out of memory");
-		goto out;
-	}
-	if ((rc = dp_manifest_parse(&m2, text, strlen(text), path)) ||
-	    (rc = dp_manifest_validate(m2)) || (rc = dp_catalog_apply(c->cat, m2, false, NULL)))
-		goto out;
-	*loaded += dp_manifest_count(m2);
-out:
-	if (rc)
-		dp_error_prefix("%s", path);
-	free(text);
-	cJSON_Delete(doc);
-	dp_manifest_free(m);
-	dp_manifest_free(m2);
-	return rc;
-}
-
 int dp_ctl_load_methods(dp_ctl *c, size_t *loaded)
 {
-	size_t n = 0;
-	int rc = 0;
+	size_t n = 0, failed = 0;
 	if (loaded)
 		*loaded = 0;
 	if (!c->methods[0]) {
 		dp_warn("no methods directory found (set DP_METHODS_DIR): no built-in ActionSets");
 		return 0;
 	}
-	DIR *d = opendir(c->methods);
-	if (!d)
-		return dp_error_errno(DP_ERROR, errno, "cannot read the methods directory \"%s\"",
-		                      c->methods);
-	struct dirent *e;
-	char sub[PATH_MAX + 300], path[2 * PATH_MAX];
-	while (!rc && (e = readdir(d))) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(sub, sizeof(sub), "%s/%s", c->methods, e->d_name);
-		if (!is_dir(sub))
-			continue;
-		DIR *d2 = opendir(sub);
-		struct dirent *f;
-		while (d2 && !rc && (f = readdir(d2))) {
-			size_t l = strlen(f->d_name);
-			if (strncmp(f->d_name, "actionset", 9) != 0 ||
-			    !(l > 5 && (strcmp(f->d_name + l - 5, ".yaml") == 0 ||
-			                strcmp(f->d_name + l - 4, ".yml") == 0)))
-				continue;
-			snprintf(path, sizeof(path), "%s/%s", sub, f->d_name);
-			rc = load_one(c, sub, path, &n);
-		}
-		if (d2)
-			closedir(d2);
-	}
-	closedir(d);
+	int rc = dp_catalog_load_builtins(c->cat, c->methods, &n, &failed);
 	if (loaded)
 		*loaded = n;
+	if (!rc && failed)
+		dp_warn("%zu built-in ActionSet file(s) in \"%s\" did not load (see above)", failed,
+		        c->methods);
 	return rc;
 }
 

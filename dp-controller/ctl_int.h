@@ -14,9 +14,9 @@
 #include "dp/catalog.h"
 #include "dp/controller.h"
 #include "dp/repo.h"
+#include "dp/resource.h"
 #include "runtime.h"
 
-#define DP_ANNOT_METHOD_DIR "dataprotection.dp.io/method-dir"
 #define DP_LABEL_SCHEDULE "dataprotection.dp.io/backup-schedule"
 
 struct dp_ctl {

@@ -100,7 +100,7 @@ static int fail(dp_ctl *c, ctl_res *x, const char *reason)
 		jset_num(x->status, "duration", (double)(now - jtime(x->status, "startTimestamp")));
 	dp_catalog_event(c->cat, DP_KIND_RESTORE, x->r.name, "Warning", "RestoreFailed", "%s",
 	                 reason);
-	dp_warn("restore \"%s\" failed: %s", x->r.name, reason);
+	dp_info("restore \"%s\" failed: %s", x->r.name, reason);
 	return ctl_save(c, x);
 }
 
@@ -135,8 +135,13 @@ static int pick_continuous(dp_ctl *c, const char *policy, int64_t t, char *out, 
 		if (js(sp, "backupPolicyName") && strcmp(js(sp, "backupPolicyName"), policy) == 0 &&
 		    is_cont(st) && tr && (phase_is(st, "Running") || phase_is(st, "Completed"))) {
 			int64_t s = jtime(tr, "start"), e = jtime(tr, "end");
-			int64_t hi = phase_is(st, "Running") ? now : e;
-			if (s && t >= s && t <= hi && (!out[0] || phase_is(st, "Running")))
+			/* A running archive's window grows, and its start appears
+			 * with the first base backup inside it: until the next
+			 * refresh, accept up to now (the method checks the
+			 * exact window before it changes anything). */
+			bool run = phase_is(st, "Running");
+			int64_t hi = run ? now : e;
+			if ((s ? t >= s : run) && t <= hi && (!out[0] || run))
 				snprintf(out, outlen, "%s", v[i].name);
 			int w = snprintf(why + wl, whylen - wl, "%s%s: %s .. %s%s", wl ? "; " : "",
 			                 v[i].name, js(tr, "start") ? js(tr, "start") : "?",
@@ -206,8 +211,9 @@ static int validate(dp_ctl *c, ctl_res *x, char *reason, size_t rl)
 	}
 	if (rt) {
 		int64_t s = jtime(tr, "start"), e = jtime(tr, "end");
-		int64_t hi = phase_is(bk.status, "Running") ? dp_ctl_now(c) : e;
-		if (!s || t < s || t > hi) {
+		bool run = phase_is(bk.status, "Running");
+		int64_t hi = run ? dp_ctl_now(c) : e;
+		if ((s ? t < s : !run) || t > hi) {
 			snprintf(
 			    reason, rl,
 			    "restore time %s is outside the recoverable window of backup \"%s\": "
