@@ -19,6 +19,9 @@ static const struct {
     {"get", dp_cli_get, "list resources, or show one (-o table|wide|json|yaml)"},
     {"describe", dp_cli_describe, "show a resource with its status and events"},
     {"delete", dp_cli_delete, "delete resources from the catalog"},
+    {"backup", dp_cli_backup, "back up a policy now, or delete a backup"},
+    {"restore", dp_cli_restore, "restore a backup or a point in time"},
+    {"catalog", dp_cli_catalog, "rebuild the catalog from a repository"},
 };
 
 static void usage(FILE *f)
