@@ -8,9 +8,10 @@
  * the token and the announced Content-Length (answering 401 or 413 at once,
  * without reading the body), the next calls collect the body (up to
  * max_body; past it the rest is dropped and the answer is 413), the last one
- * dispatches. Each request opens its own catalog connection (sqlite WAL,
- * busy timeout), with actor DP_API_ACTOR, and closes it when done; watches
- * keep theirs for the life of the stream (api_sse.c).
+ * dispatches. A request takes a catalog connection (sqlite WAL, busy
+ * timeout, actor DP_API_ACTOR) from a small pool, or opens one, uses it
+ * alone, and gives it back; watches keep theirs for the life of the stream
+ * (api_sse.c).
  *
  * The token is compared as SHA-256 digests in constant time, so neither its
  * bytes nor its length leak through timing; it is never logged.
@@ -92,10 +93,35 @@ bool dp_api_wait(dp_api *a, int ms)
 
 int dp_api_catalog(dp_api *a, dp_catalog **out)
 {
-	int rc = dp_catalog_open(out, a->default_catalog ? NULL : a->catalog_path);
+	*out = NULL;
+	pthread_mutex_lock(&a->mu);
+	if (a->npool)
+		*out = a->pool[--a->npool];
+	pthread_mutex_unlock(&a->mu);
+	int rc = 0;
+	if (!*out)
+		rc = dp_catalog_open(out, a->default_catalog ? NULL : a->catalog_path);
 	if (!rc)
-		dp_catalog_set_actor(*out, DP_API_ACTOR);
+		dp_catalog_set_actor(*out, DP_API_ACTOR); /* a delete hook may have changed it */
 	return rc;
+}
+
+void dp_api_release(dp_api *a, dp_catalog *c, int rc)
+{
+	if (!c)
+		return;
+	/* Every catalog call ends its transaction, also on failure; a failure
+	 * other than the user's (not found, refused, invalid) may have left the
+	 * connection in a state nobody checked: close it rather than reuse it. */
+	bool reuse = rc == 0 || rc == DP_EUSAGE || rc == DP_ENOTFOUND || rc == DP_EEXIST ||
+	             rc == DP_API_ACCEPTED;
+	pthread_mutex_lock(&a->mu);
+	if (reuse && !a->stopping && a->npool < DP_API_POOL) {
+		a->pool[a->npool++] = c;
+		c = NULL;
+	}
+	pthread_mutex_unlock(&a->mu);
+	dp_catalog_close(c);
 }
 
 static bool is_true(const char *v)
@@ -232,7 +258,7 @@ static enum MHD_Result do_healthz(dp_api *a, req *q, struct MHD_Connection *con)
 	int rc = dp_api_catalog(a, &c);
 	if (!rc)
 		rc = dp_catalog_version(c, &rv);
-	dp_catalog_close(c);
+	dp_api_release(a, c, rc);
 	if (rc)
 		return send_error(q, con, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, "catalog: %s",
 		                  dp_error_last());
@@ -326,6 +352,8 @@ static enum MHD_Result do_list(dp_api *a, req *q, struct MHD_Connection *con, dp
 	int rc = dp_api_catalog(a, &c);
 	if (!rc && !(rc = dp_catalog_version(c, &rv)))
 		rc = dp_catalog_list(c, kind, &v, &n);
+	dp_api_release(a, c, rc);
+	c = NULL;
 	if (!rc && yaml) {
 		rc = dp_buf_appendf(&out, "metadata:\n  resourceVersion: \"%" PRId64 "\"\n", rv);
 		if (!rc)
@@ -357,7 +385,6 @@ static enum MHD_Result do_list(dp_api *a, req *q, struct MHD_Connection *con, dp
 	dp_buf_free(&out);
 	dp_buf_free(&b);
 	dp_resources_free(v, n);
-	dp_catalog_close(c);
 	return ret;
 }
 
@@ -384,10 +411,11 @@ static enum MHD_Result do_get(dp_api *a, req *q, struct MHD_Connection *con, dp_
 	int rc = dp_api_catalog(a, &c);
 	if (!rc)
 		rc = dp_catalog_get(c, kind, name, &r);
+	dp_api_release(a, c, rc);
+	c = NULL;
 	ret = rc ? send_dp_error(q, con, rc, MHD_HTTP_BAD_REQUEST)
 	         : send_resource(q, con, MHD_HTTP_OK, &r);
 	dp_resource_clear(&r);
-	dp_catalog_close(c);
 	return ret;
 }
 
@@ -404,6 +432,8 @@ static enum MHD_Result do_events(dp_api *a, req *q, struct MHD_Connection *con, 
 	int rc = dp_api_catalog(a, &c);
 	if (!rc && !(rc = dp_catalog_get(c, kind, name, &r)))
 		rc = dp_catalog_events(c, kind, name, &ev, &n);
+	dp_api_release(a, c, rc);
+	c = NULL;
 	if (rc) {
 		ret = send_dp_error(q, con, rc, MHD_HTTP_BAD_REQUEST);
 		goto out;
@@ -436,7 +466,6 @@ out:
 	cJSON_Delete(o);
 	dp_events_free(ev, n);
 	dp_resource_clear(&r);
-	dp_catalog_close(c);
 	return ret;
 }
 
@@ -487,9 +516,19 @@ static enum MHD_Result do_put(dp_api *a, req *q, struct MHD_Connection *con, dp_
 		ret = send_dp_error(q, con, rc, MHD_HTTP_BAD_REQUEST);
 		goto out;
 	}
+	rc = dp_catalog_get(c, kind, name, &r);
+	if (dry && rc == DP_ENOTFOUND) {
+		dp_error_clear();
+		rc = 0;
+	}
+	if (rc) {
+		ret = send_dp_error(q, con, rc, 500);
+		goto out;
+	}
 	unsigned status = action == DP_APPLY_CREATED ? MHD_HTTP_CREATED : MHD_HTTP_OK;
 	if (dry) {
 		/* Show what would be stored; nothing was. */
+		dp_resource_clear(&r);
 		r.kind = kind;
 		snprintf(r.name, sizeof(r.name), "%s", name);
 		r.spec = (char *)dp_manifest_spec(m, 0);
@@ -499,14 +538,10 @@ static enum MHD_Result do_put(dp_api *a, req *q, struct MHD_Connection *con, dp_
 		memset(&r, 0, sizeof(r)); /* borrowed strings */
 		goto out;
 	}
-	if ((rc = dp_catalog_get(c, kind, name, &r))) {
-		ret = send_dp_error(q, con, rc, 500);
-		goto out;
-	}
 	ret = send_resource(q, con, status, &r);
 out:
 	dp_resource_clear(&r);
-	dp_catalog_close(c);
+	dp_api_release(a, c, rc);
 	dp_manifest_free(m);
 	return ret;
 }
@@ -533,7 +568,12 @@ static enum MHD_Result do_apply(dp_api *a, req *q, struct MHD_Connection *con)
 		ret = send_error(q, con, 500, NULL, "out of memory");
 		goto out;
 	}
-	if ((rc = dp_api_catalog(a, &c)) || (rc = dp_catalog_apply(c, m, dry, actions))) {
+	rc = dp_api_catalog(a, &c);
+	if (!rc)
+		rc = dp_catalog_apply(c, m, dry, actions);
+	dp_api_release(a, c, rc);
+	c = NULL;
+	if (rc) {
 		ret = send_dp_error(q, con, rc, MHD_HTTP_BAD_REQUEST);
 		goto out;
 	}
@@ -549,7 +589,6 @@ static enum MHD_Result do_apply(dp_api *a, req *q, struct MHD_Connection *con)
 out:
 	dp_buf_free(&b);
 	free(actions);
-	dp_catalog_close(c);
 	dp_manifest_free(m);
 	return ret;
 }
@@ -564,6 +603,8 @@ static enum MHD_Result do_delete(dp_api *a, req *q, struct MHD_Connection *con, 
 	if (!rc)
 		rc = a->opts.on_delete ? a->opts.on_delete(a->opts.on_delete_arg, c, kind, name)
 		                       : dp_catalog_delete(c, kind, name);
+	dp_api_release(a, c, rc);
+	c = NULL;
 	if (rc < 0) {
 		ret = send_dp_error(q, con, rc, MHD_HTTP_CONFLICT);
 		goto out;
@@ -579,7 +620,6 @@ static enum MHD_Result do_delete(dp_api *a, req *q, struct MHD_Connection *con, 
 	                     b.len, NULL);
 out:
 	dp_buf_free(&b);
-	dp_catalog_close(c);
 	return ret;
 }
 
@@ -903,7 +943,7 @@ int dp_api_start(dp_api **out, const char *catalog_path, const dp_api_opts *opts
 	dp_catalog *c = NULL;
 	if ((rc = dp_api_catalog(a, &c)))
 		goto fail;
-	dp_catalog_close(c);
+	dp_api_release(a, c, 0);
 
 	rc = dp_api_token(token, sizeof(token), a->opts.home);
 	if (!rc)
@@ -933,6 +973,8 @@ int dp_api_start(dp_api **out, const char *catalog_path, const dp_api_opts *opts
 	*out = a;
 	return 0;
 fail:
+	for (int i = 0; i < a->npool; i++)
+		dp_catalog_close(a->pool[i]);
 	pthread_mutex_destroy(&a->mu);
 	pthread_cond_destroy(&a->cv);
 	free(a);
@@ -961,6 +1003,8 @@ void dp_api_stop(dp_api *a)
 		;
 	pthread_mutex_unlock(&a->mu);
 	MHD_stop_daemon(a->d);
+	for (int i = 0; i < a->npool; i++)
+		dp_catalog_close(a->pool[i]);
 	pthread_mutex_destroy(&a->mu);
 	pthread_cond_destroy(&a->cv);
 	dp_wipe(a->token_hash, sizeof(a->token_hash));

@@ -152,7 +152,7 @@ static void watch_free(void *cls)
 	w->a->watches--;
 	pthread_cond_broadcast(&w->a->cv);
 	pthread_mutex_unlock(&w->a->mu);
-	dp_catalog_close(w->c);
+	dp_api_release(w->a, w->c, w->ended ? DP_ERROR : 0);
 	dp_buf_free(&w->out);
 	free(w);
 }
