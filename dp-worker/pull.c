@@ -75,9 +75,22 @@ static int write_all(int fd, const uint8_t *p, size_t len, const char *what)
 	return 0;
 }
 
-static int pull_to_fd(dp_pull *p, int fd, const char *what)
+/* true if the n bytes at p are all zero */
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* Writes the snapshot to fd. With sparse, runs of zeros in whole
+ * SPARSE_BLOCK-aligned blocks are skipped with lseek, so that a file with
+ * holes (a VM image, a database file) gets its holes back; the size is set
+ * at the end. */
+#define SPARSE_BLOCK 65536
+static int pull_to_fd(dp_pull *p, int fd, const char *what, bool sparse)
 {
 	int rc = 0;
+	uint64_t off = 0;
+	bool hole_at_end = false;
 	uint8_t *buf = malloc(READ_LEN);
 	if (!buf)
 		return dp_error_set(DP_ERROR, "out of memory");
@@ -88,10 +101,33 @@ static int pull_to_fd(dp_pull *p, int fd, const char *what)
 		rc = dp_pull_read(p, buf, READ_LEN, &got);
 		if (rc || got == 0)
 			break;
-		rc = write_all(fd, buf, got, what);
+		if (!sparse) {
+			rc = write_all(fd, buf, got, what);
+			if (rc)
+				break;
+			continue;
+		}
+		for (size_t i = 0; i < got && !rc;) {
+			size_t n = SPARSE_BLOCK - (size_t)(off % SPARSE_BLOCK);
+			if (n > got - i)
+				n = got - i;
+			if (n == SPARSE_BLOCK && all_zero(buf + i, n)) {
+				if (lseek(fd, (off_t)n, SEEK_CUR) < 0)
+					rc = dp_error_errno(DP_ERROR, errno, "cannot seek in %s",
+					                    what);
+				hole_at_end = true;
+			} else {
+				rc = write_all(fd, buf + i, n, what);
+				hole_at_end = false;
+			}
+			i += n;
+			off += n;
+		}
 		if (rc)
 			break;
 	}
+	if (!rc && hole_at_end && ftruncate(fd, (off_t)off) != 0)
+		rc = dp_error_errno(DP_ERROR, errno, "cannot set the size of %s", what);
 	free(buf);
 	return rc;
 }
@@ -125,7 +161,7 @@ static int pull_to_file(dp_pull *p, const char *target)
 	umask(um);
 	fchmod(fd, 0666 & ~um);
 	snprintf(what, sizeof(what), "\"%s\"", tmp);
-	int rc = pull_to_fd(p, fd, what);
+	int rc = pull_to_fd(p, fd, what, true);
 	if (!rc && fsync(fd) != 0)
 		rc = dp_error_errno(DP_ERROR, errno, "cannot sync \"%s\"", tmp);
 	if (close(fd) != 0 && !rc)
@@ -346,7 +382,7 @@ int dp_worker_pull(int argc, char **argv)
 		/* A closed pipe is an error to report, not a silent death. */
 		signal(SIGPIPE, SIG_IGN);
 		dp_cli_progress_start(&pr, "pull", &prog, !c.quiet);
-		rc = pull_to_fd(pull, STDOUT_FILENO, "standard output");
+		rc = pull_to_fd(pull, STDOUT_FILENO, "standard output", false);
 	} else {
 		if (target_is_dir) {
 			rc = dp_error_set(DP_EUSAGE,

@@ -328,6 +328,30 @@ START_TEST(test_roundtrip_boundaries)
 }
 END_TEST
 
+START_TEST(test_sparse_file_pull)
+{
+	/* A file snapshot of a file with holes comes back with holes (and the
+	 * same bytes): zero blocks are skipped when the target is a file. */
+	init_repo(NULL);
+	int fd = open(P("holes"), O_WRONLY | O_CREAT, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, "head", 4, 0), 4);
+	ck_assert_int_eq(pwrite(fd, "middle", 6, 40 * MiB + 3), 6);
+	ck_assert_int_eq(ftruncate(fd, 96 * MiB + 5), 0); /* ends in a hole */
+	close(fd);
+	push_ok("holes", P("holes"), NULL);
+	RUN_EXPECT(0, "%s pull --repo %s holes %s", W(), repo, P("out"));
+	ck_assert(dp_test_files_equal(P("holes"), P("out")));
+	struct stat st;
+	ck_assert_int_eq(stat(P("out"), &st), 0);
+	ck_assert_int_eq(st.st_size, 96 * MiB + 5);
+	ck_assert_msg((uint64_t)st.st_blocks * 512 < 1 * MiB, "%lld blocks allocated",
+	              (long long)st.st_blocks);
+	/* To stdout every byte is written. */
+	RUN_EXPECT(0, "%s pull --repo %s holes | cmp - %s", W(), repo, P("holes"));
+}
+END_TEST
+
 /* Rewrites 1% of the file in 8 KiB pages spread over it. */
 static void change_pages(const char *path, uint64_t size, double fraction)
 {
@@ -1141,6 +1165,7 @@ static Suite *worker_suite(void)
 	ADD(s, test_help_everywhere);
 	ADD(s, test_usage_errors_write_nothing);
 	ADD(s, test_roundtrip_boundaries);
+	ADD(s, test_sparse_file_pull);
 	ADD(s, test_200mib_roundtrip_and_dedup);
 	ADD(s, test_tree_roundtrip);
 	ADD(s, test_tree_holding_the_repo);
