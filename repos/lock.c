@@ -205,8 +205,14 @@ void dp_lock_release(dp_lock *l)
 		pthread_mutex_unlock(&l->mu);
 		pthread_join(l->thread, NULL);
 	}
+	/* Release runs on error paths: keep the error that matters, not a
+	 * failure to remove the lock (which goes stale and is cleaned later). */
+	int saved_rc = dp_error_code();
+	char saved[1024];
+	snprintf(saved, sizeof(saved), "%s", dp_error_last());
 	if (l->r->b->remove(l->r->b, l->key) != 0)
 		dp_warn("could not remove lock \"%s\": %s", l->key, dp_error_last());
+	dp_error_restore(saved_rc, saved);
 	pthread_mutex_destroy(&l->mu);
 	pthread_cond_destroy(&l->cv);
 	free(l);
