@@ -26,10 +26,14 @@
 
 #define READ_LEN (1024 * 1024)
 
-enum { OPT_META = 1 };
+enum { OPT_META = 1, OPT_EXCLUDE };
+
+#define MAX_EXCLUDE 64
 
 struct push_opts {
 	const char *meta;
+	const char *exclude[MAX_EXCLUDE];
+	size_t nexclude;
 };
 
 static int on_opt(int val, const char *arg, void *ctx)
@@ -37,11 +41,20 @@ static int on_opt(int val, const char *arg, void *ctx)
 	struct push_opts *o = ctx;
 	if (val == OPT_META)
 		o->meta = arg;
+	if (val == OPT_EXCLUDE) {
+		if (o->nexclude == MAX_EXCLUDE)
+			return dp_error_set(DP_EUSAGE, "more than %d --exclude patterns",
+			                    MAX_EXCLUDE);
+		if (!arg[0])
+			return dp_error_set(DP_EUSAGE, "--exclude needs a pattern, e.g. '*.tmp'");
+		o->exclude[o->nexclude++] = arg;
+	}
 	return 0;
 }
 
 static const struct option push_options[] = {
     {"meta", required_argument, NULL, OPT_META},
+    {"exclude", required_argument, NULL, OPT_EXCLUDE},
     {0},
 };
 
@@ -132,6 +145,10 @@ static const char push_about[] =
     "\n"
     "options:\n"
     "  --meta JSON              attach a JSON object to the snapshot (e.g. LSNs)\n"
+    "  --exclude PATTERN        (a tree) leave out entries whose name matches\n"
+    "                           PATTERN, or whose path under DIR does if PATTERN\n"
+    "                           has a '/'; a directory goes with its content.\n"
+    "                           Repeatable: --exclude '*.tmp' --exclude 'pg_wal/*'\n"
     "  --json                   print the result as JSON: id, size (logical bytes),\n"
     "                           stored (bytes added), blobs, blobs_new, dedup_ratio\n"
     "                           (size/stored), seconds, mb_per_s\n";
@@ -181,6 +198,18 @@ int dp_worker_push(int argc, char **argv)
 	rc = dp_cli_need_repo(&c);
 	if (rc)
 		goto out;
+	if (po.nexclude && strcmp(path, "-") != 0) {
+		struct stat xs;
+		if (stat(path, &xs) == 0 && !S_ISDIR(xs.st_mode)) {
+			rc = dp_error_set(
+			    DP_EUSAGE, "--exclude applies to a DIR, and \"%s\" is not one", path);
+			goto out;
+		}
+	}
+	if (po.nexclude && strcmp(path, "-") == 0) {
+		rc = dp_error_set(DP_EUSAGE, "--exclude applies to a DIR, not to standard input");
+		goto out;
+	}
 	if (po.meta) {
 		meta = cJSON_Parse(po.meta);
 		if (!meta || !cJSON_IsObject(meta)) {
@@ -253,7 +282,9 @@ int dp_worker_push(int argc, char **argv)
 		const char *rpath = strncmp(c.repo, "file://", 7) == 0 ? c.repo + 7 : c.repo;
 		bool local = strstr(c.repo, "://") == NULL || rpath != c.repo;
 		bool have = local && stat(rpath, &rst) == 0 && S_ISDIR(rst.st_mode);
-		rc = dp_tar_write_tree(path, have ? &rst : NULL, push_write_cb, push);
+		dp_tar_opts to = {
+		    .skip_dir = have ? &rst : NULL, .exclude = po.exclude, .nexclude = po.nexclude};
+		rc = dp_tar_write_tree(path, &to, push_write_cb, push);
 	} else {
 		rc = push_fd(push, fd, what);
 	}

@@ -24,6 +24,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <limits.h>
@@ -149,8 +150,22 @@ static int write_entry(struct archive *disk, struct archive *out, struct archive
 	return 0;
 }
 
-int dp_tar_write_tree(const char *root_in, const struct stat *exclude, dp_tar_write_fn fn,
-                      void *arg)
+static bool excluded(const dp_tar_opts *o, const char *rel)
+{
+	if (!o || strcmp(rel, ".") == 0)
+		return false;
+	const char *base = strrchr(rel, '/');
+	base = base ? base + 1 : rel;
+	for (size_t i = 0; i < o->nexclude; i++) {
+		const char *pat = o->exclude[i];
+		if (strchr(pat, '/') ? fnmatch(pat, rel, FNM_PATHNAME) == 0
+		                     : fnmatch(pat, base, 0) == 0)
+			return true;
+	}
+	return false;
+}
+
+int dp_tar_write_tree(const char *root_in, const dp_tar_opts *o, dp_tar_write_fn fn, void *arg)
 {
 	int rc = 0;
 	struct wctx w = {fn, arg, 0};
@@ -222,20 +237,26 @@ int dp_tar_write_tree(const char *root_in, const struct stat *exclude, dp_tar_wr
 		 * was read), not necessarily this entry's. */
 		if (r == ARCHIVE_WARN)
 			dp_warn("%s", archive_error_string(disk));
-		if (exclude && archive_entry_filetype(e) == AE_IFDIR &&
-		    archive_entry_dev(e) == exclude->st_dev &&
-		    archive_entry_ino64(e) == (la_int64_t)exclude->st_ino) {
+		const struct stat *skip = o ? o->skip_dir : NULL;
+		if (skip && archive_entry_filetype(e) == AE_IFDIR &&
+		    archive_entry_dev(e) == skip->st_dev &&
+		    archive_entry_ino64(e) == (la_int64_t)skip->st_ino) {
 			dp_warn("leaving out \"%s\": it is the repository",
 			        archive_entry_pathname(e));
 			archive_entry_free(e);
 			e = NULL;
 			continue;
 		}
-		archive_read_disk_descend(disk);
-
 		rc = relative_path(rel, sizeof(rel), root, archive_entry_pathname(e));
 		if (rc)
 			goto out;
+		/* Not descending into an excluded directory leaves out all of it. */
+		if (excluded(o, rel)) {
+			archive_entry_free(e);
+			e = NULL;
+			continue;
+		}
+		archive_read_disk_descend(disk);
 		archive_entry_copy_pathname(e, rel);
 
 		archive_entry_linkify(lr, &e, &spare);

@@ -17,13 +17,24 @@ typedef int (*dp_tar_read_fn)(void *arg, void *buf, size_t cap, size_t *got);
 
 #include <sys/stat.h>
 
+typedef struct dp_tar_opts {
+	/* The directory that is this inode is left out with everything under
+	 * it: the repository itself when it lives inside the tree. */
+	const struct stat *skip_dir;
+	/* Entries to leave out: a pattern with a '/' is matched (fnmatch,
+	 * FNM_PATHNAME) against the path relative to the root, one without
+	 * against the entry's name anywhere in the tree. A directory that
+	 * matches is left out with everything under it. */
+	const char *const *exclude;
+	size_t nexclude;
+} dp_tar_opts;
+
 /* Writes the tree under root (root itself as ".", the rest as relative
  * paths) as a pax archive: modes, owners (ids and names), times, symlinks,
  * hard links, sparse files, xattrs and ACLs. An unreadable entry fails the
- * whole stream. The directory that is the same inode as *exclude (if not
- * NULL) is left out with everything under it: the repository itself when
- * it lives inside the tree. */
-int dp_tar_write_tree(const char *root, const struct stat *exclude, dp_tar_write_fn fn, void *arg);
+ * whole stream; one removed while the tree is read is a warning. o may be
+ * NULL. */
+int dp_tar_write_tree(const char *root, const dp_tar_opts *o, dp_tar_write_fn fn, void *arg);
 
 /* Extracts a stream made by dp_tar_write_tree into the existing directory
  * dir: permissions, times, owners (when root), sparse files, xattrs, ACLs;

@@ -619,6 +619,31 @@ START_TEST(test_tree_holding_the_repo)
 }
 END_TEST
 
+START_TEST(test_tree_exclude)
+{
+	init_repo(NULL);
+	RUN_EXPECT(0,
+	           "cd %s && mkdir -p t/keep t/cache/deep t/pg_wal/archive_status && "
+	           "echo a > t/keep/a && echo b > t/keep/b.tmp && echo c > t/cache/deep/c && "
+	           "echo w > t/pg_wal/000000010000000000000001 && echo s > "
+	           "t/pg_wal/archive_status/x.done && echo top > t/top.tmp",
+	           dp_test_dir);
+	RUN_EXPECT(0,
+	           "%s push --repo %s --exclude '*.tmp' --exclude cache --exclude 'pg_wal/*' t %s",
+	           W(), repo, P("t"));
+	dp_test_result r;
+	ck_assert_int_eq(run(&r, "%s pull --repo %s --tar t - | tar -tf - | sort", W(), repo), 0);
+	ck_assert_msg(strstr(r.out, "keep/a\n") && strstr(r.out, "pg_wal/\n") &&
+	                  !strstr(r.out, ".tmp") && !strstr(r.out, "cache") &&
+	                  !strstr(r.out, "000000010000000000000001") &&
+	                  !strstr(r.out, "archive_status"),
+	              "%s", r.out);
+	dp_test_result_free(&r);
+	RUN_EXPECT(2, "%s push --repo %s --exclude '*.tmp' f %s", W(), repo, P("t/keep/a"));
+	RUN_EXPECT(2, "%s push --repo %s --exclude '' t %s", W(), repo, P("t"));
+}
+END_TEST
+
 START_TEST(test_tree_unreadable_entry)
 {
 	if (geteuid() != 0)
@@ -1169,6 +1194,7 @@ static Suite *worker_suite(void)
 	ADD(s, test_200mib_roundtrip_and_dedup);
 	ADD(s, test_tree_roundtrip);
 	ADD(s, test_tree_holding_the_repo);
+	ADD(s, test_tree_exclude);
 	ADD(s, test_tree_unreadable_entry);
 	ADD(s, test_ls_stat_rm);
 	ADD(s, test_newest_within_one_second);
