@@ -338,6 +338,25 @@ out:
 	return rc;
 }
 
+/* Writes the record of a Completed backup into its repository once
+ * (status.recordStored); a failure is an event and is retried next pass. */
+static int store_record_once(dp_ctl *c, ctl_res *x)
+{
+	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x->status, "recordStored")))
+		return 0;
+	if (ctl_backup_store_record(c, x->r.name) != 0) {
+		dp_catalog_event(c->cat, DP_KIND_BACKUP, x->r.name, "Warning", "RecordNotStored",
+		                 "%s", dp_error_last());
+		dp_warn("backup \"%s\": record not stored in the repository: %s", x->r.name,
+		        dp_error_last());
+		dp_error_clear();
+		return 0;
+	}
+	cJSON_DeleteItemFromObjectCaseSensitive(x->status, "recordStored");
+	cJSON_AddTrueToObject(x->status, "recordStored");
+	return ctl_save(c, x);
+}
+
 /* ---- New -> Running ---- */
 
 static int fail(dp_ctl *c, ctl_res *x, const char *reason)
@@ -463,6 +482,8 @@ static int start(dp_ctl *c, ctl_res *x, bool *waiting)
 	cJSON_DeleteItemFromObjectCaseSensitive(x->status, "actions");
 	cJSON_AddItemToObject(x->status, "actions", actions);
 	if ((rc = ctl_save(c, x)) == 0)
+		ctl_crashpoint("backup-planned");
+	if (rc == 0)
 		dp_catalog_event(c->cat, DP_KIND_BACKUP, x->r.name, "Normal", "Started",
 		                 "method %s (actionset %s, %s) into backuprepo %s", mn, as.r.name,
 		                 js(as.spec, "backupType"), rn);
@@ -555,17 +576,12 @@ static int run(dp_ctl *c, ctl_res *x, bool *final)
 			jset_time(x->status, "expiration", now + ret);
 		if ((rc = ctl_save(c, x)))
 			goto out;
+		ctl_crashpoint("backup-completed");
 		dp_catalog_event(c->cat, DP_KIND_BACKUP, x->r.name, "Normal", "Completed",
 		                 "%s bytes, %s new bytes stored",
 		                 js(x->status, "totalSize") ? js(x->status, "totalSize") : "?",
 		                 js(x->status, "storedSize") ? js(x->status, "storedSize") : "?");
-		if (ctl_backup_store_record(c, x->r.name) != 0) {
-			dp_catalog_event(c->cat, DP_KIND_BACKUP, x->r.name, "Warning",
-			                 "RecordNotStored", "%s", dp_error_last());
-			dp_warn("backup \"%s\": record not stored in the repository: %s", x->r.name,
-			        dp_error_last());
-			dp_error_clear();
-		}
+		rc = store_record_once(c, x);
 		*final = true;
 		goto out;
 	}
@@ -876,6 +892,8 @@ int ctl_backup_reconcile(dp_ctl *c, const char *name, bool *final)
 	}
 	if (phase_is(x.status, "Completed") || phase_is(x.status, "Failed")) {
 		*final = true;
+		if (phase_is(x.status, "Completed"))
+			rc = store_record_once(c, &x);
 		goto out;
 	}
 	if (!js(x.status, "phase") || phase_is(x.status, "New")) {

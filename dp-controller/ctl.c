@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,13 @@ cJSON *jobj(cJSON *o, const char *key)
 	v = cJSON_CreateObject();
 	cJSON_AddItemToObject(o, key, v);
 	return v;
+}
+
+void ctl_crashpoint(const char *point)
+{
+	const char *at = getenv("DP_CTL_CRASH_AT");
+	if (at && strcmp(at, point) == 0)
+		raise(SIGKILL);
 }
 
 void ctl_stamp(int64_t t, char *out, size_t outlen)
@@ -450,6 +458,7 @@ static int launch_action(dp_ctl *c, cJSON *a, ctl_env *env, const char *cwd)
 	free(argv);
 	if (rc)
 		return rc;
+	ctl_crashpoint("action-launched");
 	jset_str(a, "phase", "Running");
 	jset_num(a, "pid", (double)h.pid);
 	jset_num(a, "pidStart", (double)h.start);
@@ -518,6 +527,7 @@ int ctl_actions_step(dp_ctl *c, const char *prefix, cJSON *actions, ctl_env *env
 		jset_time(a, "completionTimestamp", dp_ctl_now(c));
 		jset_num(a, "exitCode", code);
 		if (st == DP_RT_EXITED && code == 0) {
+			ctl_crashpoint("action-exited");
 			jset_str(a, "phase", "Completed");
 			continue;
 		}

@@ -110,6 +110,10 @@ int ctl_policy_method(dp_ctl *c, const char *policy, const char *method, cJSON *
 /* The ActionSet's working directory: its method-dir annotation, else home. */
 void ctl_actionset_dir(dp_ctl *c, const ctl_res *as, char *out, size_t outlen);
 
+/* Fault injection for tests: if $DP_CTL_CRASH_AT names this point, the
+ * process kills itself (SIGKILL) here, as a crash between two steps would. */
+void ctl_crashpoint(const char *point);
+
 /* "20260507092000" from t. */
 void ctl_stamp(int64_t t, char *out, size_t outlen);
 

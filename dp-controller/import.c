@@ -132,6 +132,8 @@ static int import_one(dp_ctl *c, const char *repo_name, const cJSON *rec, bool *
 	jset_str(st, "backupRepoName", repo_name);
 	jset_str(st, "importedFrom", repo_name);
 	cJSON_DeleteItemFromObjectCaseSensitive(st, "progress");
+	cJSON_DeleteItemFromObjectCaseSensitive(st, "recordStored");
+	cJSON_AddTrueToObject(st, "recordStored"); /* it came from there */
 	char *text = cJSON_PrintUnformatted(st);
 	cJSON_Delete(st);
 	if (!text)

@@ -190,6 +190,7 @@ int ctl_schedule_reconcile(dp_ctl *c, const char *name, bool *final)
 			changed = true;
 			continue;
 		}
+		ctl_crashpoint("schedule-created");
 		if (cont) {
 			/* The cron period is the refresh interval of the window. */
 			int64_t a = 0, b = 0;
