@@ -5,13 +5,11 @@
  * controller never inherit it).
  *
  * A request goes through on_request several times: the first call checks
- * the token and the announced Content-Length (answering 401 or 413 at once,
- * without reading the body), the next calls collect the body (up to
- * max_body; past it the rest is dropped and the answer is 413), the last one
- * dispatches. A request takes a catalog connection (sqlite WAL, busy
- * timeout, actor DP_API_ACTOR) from a small pool, or opens one, uses it
- * alone, and gives it back; watches keep theirs for the life of the stream
- * (api_sse.c).
+ * the token and the announced Content-Length, the next calls collect the
+ * body (up to max_body; past it, or after a refusal, the rest is dropped and
+ * the answer is 413 or 401), the last one dispatches. A request takes a catalog connection (sqlite
+ * WAL, busy timeout, actor DP_API_ACTOR) from a small pool, or opens one, uses it alone, and gives
+ * it back; watches keep theirs for the life of the stream (api_sse.c).
  *
  * The token is compared as SHA-256 digests in constant time, so neither its
  * bytes nor its length leak through timing; it is never logged.
@@ -43,6 +41,8 @@
 #define API_PREFIX "/api/v1alpha1"
 #define JSON_TYPE "application/json"
 #define YAML_TYPE "application/yaml"
+/* How much of a refused body is read (and dropped) before answering. */
+#define DISCARD_MAX ((size_t)16 << 20)
 
 static const char *const plurals[DP_KIND_COUNT] = {
     [DP_KIND_BACKUP_REPO] = "backuprepos",
@@ -56,7 +56,8 @@ static const char *const plurals[DP_KIND_COUNT] = {
 /* Per request, from the first call of on_request to its completion. */
 typedef struct req {
 	dp_buf body;
-	bool too_large;
+	unsigned reject; /* 401 or 413: answered once the body is dropped */
+	size_t discarded;
 	bool authorized;
 	unsigned status; /* what was answered, for the log */
 	int64_t start_ms;
@@ -99,8 +100,14 @@ int dp_api_catalog(dp_api *a, dp_catalog **out)
 		*out = a->pool[--a->npool];
 	pthread_mutex_unlock(&a->mu);
 	int rc = 0;
-	if (!*out)
+	if (!*out) {
+		/* dp_catalog_open calls getpwuid(), which is not thread-safe: one
+		 * open at a time among the API's threads. */
+		static pthread_mutex_t open_mu = PTHREAD_MUTEX_INITIALIZER;
+		pthread_mutex_lock(&open_mu);
 		rc = dp_catalog_open(out, a->default_catalog ? NULL : a->catalog_path);
+		pthread_mutex_unlock(&open_mu);
+	}
 	if (!rc)
 		dp_catalog_set_actor(*out, DP_API_ACTOR); /* a delete hook may have changed it */
 	return rc;
@@ -727,6 +734,18 @@ static enum MHD_Result dispatch_api(dp_api *a, req *q, struct MHD_Connection *co
 	                  dp_kind_lower(kind), name);
 }
 
+static enum MHD_Result send_reject(dp_api *a, req *q, struct MHD_Connection *con)
+{
+	if (q->reject == MHD_HTTP_UNAUTHORIZED)
+		return send_error(q, con, MHD_HTTP_UNAUTHORIZED, NULL, "%s",
+		                  header(con, MHD_HTTP_HEADER_AUTHORIZATION)
+		                      ? "wrong API token"
+		                      : "no API token: send Authorization: Bearer TOKEN (the "
+		                        "token is in $DP_HOME/" DP_API_TOKEN_FILE ")");
+	return send_error(q, con, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
+	                  "request body is larger than %zu bytes", a->opts.max_body);
+}
+
 static bool is_api_path(const char *url, const char **rest)
 {
 	size_t n = strlen(API_PREFIX);
@@ -757,39 +776,50 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
 		snprintf(q->path, sizeof(q->path), "%s", url);
 		q->authorized = token_ok(a, con);
 		dp_error_clear();
-		/* Answer at once, before any body is read. */
+		/* A request refused for its token or its announced size is answered
+		 * before its body is read when the client waits for that (Expect:
+		 * 100-continue) or the body is absurd; otherwise the body is read
+		 * and dropped first, so that the client, still sending, gets the
+		 * answer rather than a connection reset. */
 		if (api && !q->authorized)
-			return send_error(
-			    q, con, MHD_HTTP_UNAUTHORIZED, NULL,
-			    header(con, MHD_HTTP_HEADER_AUTHORIZATION)
-			        ? "wrong API token"
-			        : "no API token: send Authorization: Bearer TOKEN (the "
-			          "token is in $DP_HOME/" DP_API_TOKEN_FILE ")");
+			q->reject = MHD_HTTP_UNAUTHORIZED;
 		const char *cl = header(con, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		unsigned long long clen = 0;
 		if (cl) {
 			char *end;
 			errno = 0;
-			unsigned long long n = strtoull(cl, &end, 10);
-			if (errno || *end || n > a->opts.max_body)
-				return send_error(q, con, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
-				                  "request body is larger than %zu bytes",
-				                  a->opts.max_body);
+			clen = strtoull(cl, &end, 10);
+			if (errno || *end)
+				clen = ULLONG_MAX;
+			if (clen > a->opts.max_body && !q->reject)
+				q->reject = MHD_HTTP_CONTENT_TOO_LARGE;
 		}
+		const char *expect = header(con, MHD_HTTP_HEADER_EXPECT);
+		if (q->reject && ((expect && strcasestr(expect, "100-continue")) ||
+		                  clen > a->opts.max_body + DISCARD_MAX))
+			return send_reject(a, q, con);
 		return MHD_YES;
 	}
 	if (*upload_size) {
-		if (!q->too_large && q->body.len + *upload_size > a->opts.max_body) {
-			q->too_large = true;
+		if (!q->reject && q->body.len + *upload_size > a->opts.max_body) {
+			q->reject = MHD_HTTP_CONTENT_TOO_LARGE;
+			q->discarded = q->body.len;
 			dp_buf_free(&q->body);
 		}
-		if (!q->too_large && dp_buf_append(&q->body, upload_data, *upload_size))
+		if (q->reject) {
+			q->discarded += *upload_size;
+			*upload_size = 0;
+			if (q->discarded > a->opts.max_body + DISCARD_MAX)
+				return send_reject(a, q, con);
+			return MHD_YES;
+		}
+		if (dp_buf_append(&q->body, upload_data, *upload_size))
 			return MHD_NO;
 		*upload_size = 0;
 		return MHD_YES;
 	}
-	if (q->too_large)
-		return send_error(q, con, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
-		                  "request body is larger than %zu bytes", a->opts.max_body);
+	if (q->reject)
+		return send_reject(a, q, con);
 	if (healthz) {
 		if (!is_get(method))
 			return send_error(q, con, MHD_HTTP_METHOD_NOT_ALLOWED, "GET, HEAD",

@@ -629,6 +629,19 @@ START_TEST(test_too_large)
 	        "Transfer-Encoding: chunked");
 	ck_assert_int_eq(r.status, 413);
 	resp_free(&r);
+	/* A client that waits for 100 Continue gets the answer before sending. */
+	http_ex(&r, "PUT", "/api/v1alpha1/backuprepos/nas", token, body, big,
+	        "Expect: 100-continue");
+	ck_assert_int_eq(r.status, 413);
+	resp_free(&r);
+	/* Without a token: 401, not a reset connection, whatever the size. */
+	http_ex(&r, "PUT", "/api/v1alpha1/backuprepos/nas", NULL, body, big, NULL);
+	ck_assert_int_eq(r.status, 401);
+	resp_free(&r);
+	http_ex(&r, "PUT", "/api/v1alpha1/backuprepos/nas", "wrong-token-0123456789", body, 1000,
+	        "Expect: 100-continue");
+	ck_assert_int_eq(r.status, 401);
+	resp_free(&r);
 	/* Just under the limit: a real manifest padded with a comment is fine. */
 	size_t n = strlen(repo_yaml);
 	memcpy(body, repo_yaml, n);
