@@ -195,7 +195,7 @@ static void fx_status(dp_ctl *c, const char *name, const char *key, char *out, s
 }
 
 /* How many times the test script ran for a backup. */
-static int fx_runs_of(const char *name)
+__attribute__((unused)) static int fx_runs_of(const char *name)
 {
 	char p[PATH_MAX + 300], line[64];
 	snprintf(p, sizeof(p), "%s/%s", fx_runs, name);
@@ -209,7 +209,7 @@ static int fx_runs_of(const char *name)
 	return n;
 }
 
-static void fx_file(const char *name, const char *content)
+__attribute__((unused)) static void fx_file(const char *name, const char *content)
 {
 	char p[PATH_MAX + 300];
 	snprintf(p, sizeof(p), "%s/%s", fx_runs, name);
