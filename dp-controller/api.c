@@ -321,6 +321,17 @@ static enum MHD_Result do_watch(dp_api *a, req *q, struct MHD_Connection *con, i
 	int rc = since_version(con, &since);
 	if (rc)
 		return send_dp_error(q, con, rc, MHD_HTTP_BAD_REQUEST);
+	/* Each watch holds a connection (and its thread) for as long as it
+	 * lasts: keep a quarter of them for everything else. */
+	unsigned cap = a->opts.max_connections - a->opts.max_connections / 4;
+	pthread_mutex_lock(&a->mu);
+	bool full = (unsigned)a->watches >= cap;
+	pthread_mutex_unlock(&a->mu);
+	if (full)
+		return send_error(q, con, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+		                  "too many watches open (%u); close one, or watch the whole "
+		                  "API (" API_PREFIX "?watch=1) instead of each kind",
+		                  cap);
 	if ((rc = dp_api_watch_response(a, kind, name, since, &r)))
 		return send_dp_error(q, con, rc, 500);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");

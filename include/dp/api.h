@@ -80,7 +80,8 @@ typedef struct dp_api_opts {
 	size_t max_body; /* 0: DP_API_MAX_BODY_DEFAULT (1 MiB) */
 	int heartbeat_ms; /* watch heartbeat comment interval; 0: 15000 */
 	int poll_ms; /* how often a watch reads the change feed; 0: 200 */
-	unsigned max_connections; /* 0: 64 (each watch holds one) */
+	unsigned max_connections; /* 0: 64; watches may hold up to 3/4 of them (then
+	                             503), the rest is kept for other requests */
 	dp_api_delete_fn on_delete;
 	void *on_delete_arg;
 	dp_api_route_fn route;

@@ -1057,6 +1057,98 @@ START_TEST(test_delete_hook)
 }
 END_TEST
 
+static void restart_api(dp_api_opts *o)
+{
+	dp_api_stop(api);
+	o->listen = "127.0.0.1:0";
+	o->home = home;
+	ck_assert_msg(dp_api_start(&api, catalog_path, o) == 0, "%s", dp_error_last());
+	port = dp_api_port(api);
+}
+
+/* Watches may take 3/4 of the connections; the rest stays for requests. */
+START_TEST(test_watch_limit)
+{
+	dp_api_opts o = {.max_connections = 8, .heartbeat_ms = 300, .poll_ms = 50};
+	restart_api(&o);
+	watcher *w[6];
+	for (int i = 0; i < 6; i++) {
+		w[i] = watch_start("/api/v1alpha1?watch=1", NULL, NULL);
+		ck_assert(watch_wait(w[i], ": watching", 5000));
+	}
+	resp r;
+	http(&r, "GET", "/api/v1alpha1/backups?watch=1", NULL);
+	ck_assert_int_eq(r.status, 503);
+	ck_assert_ptr_nonnull(strstr(error_of(&r), "too many watches open (6)"));
+	resp_free(&r);
+	http(&r, "PUT", "/api/v1alpha1/backuprepos/nas", repo_yaml);
+	ck_assert_int_eq(r.status, 201);
+	resp_free(&r);
+	for (int i = 0; i < 6; i++) {
+		ck_assert(watch_wait(w[i], "\"name\":\"nas\"", 5000));
+		free(watch_end(w[i]));
+	}
+	/* Closed watches free their places (found at the next heartbeat). */
+	usleep(800 * 1000);
+	watcher *again = watch_start("/api/v1alpha1?watch=1", NULL, NULL);
+	ck_assert(watch_wait(again, ": watching", 5000));
+	free(watch_end(again));
+}
+END_TEST
+
+/* Other paths go to the route hook (the controller's /metrics, dashboard). */
+static int route_hook(void *arg, const char *method, const char *path, int authorized, dp_buf *body,
+                      const char **ctype)
+{
+	(void)arg;
+	if (strcmp(path, "/metrics") == 0 && strcmp(method, "GET") == 0) {
+		*ctype = "text/plain; version=0.0.4";
+		dp_buf_appendf(body, "dp_up 1\n");
+		return 200;
+	}
+	if (strcmp(path, "/private") == 0) {
+		if (!authorized)
+			return DP_EAUTH;
+		dp_buf_appendf(body, "secret\n");
+		return 200;
+	}
+	if (strcmp(path, "/broken") == 0)
+		return dp_error_set(DP_ERROR, "dashboard \"x\": cannot read it");
+	return 0;
+}
+
+START_TEST(test_route_hook)
+{
+	dp_api_opts o = {.route = route_hook};
+	restart_api(&o);
+	resp r;
+	http_ex(&r, "GET", "/metrics", NULL, NULL, 0, NULL);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(text(&r), "dp_up 1\n");
+	ck_assert_str_eq(r.ctype, "text/plain; version=0.0.4");
+	resp_free(&r);
+	http_ex(&r, "GET", "/private", NULL, NULL, 0, NULL);
+	ck_assert_int_eq(r.status, 401);
+	error_of(&r);
+	resp_free(&r);
+	http(&r, "GET", "/private", NULL);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(text(&r), "secret\n");
+	resp_free(&r);
+	http(&r, "GET", "/broken", NULL);
+	ck_assert_int_eq(r.status, 500);
+	ck_assert_str_eq(error_of(&r), "dashboard \"x\": cannot read it");
+	resp_free(&r);
+	http(&r, "GET", "/elsewhere", NULL);
+	ck_assert_int_eq(r.status, 404);
+	resp_free(&r);
+	/* The API itself still needs the token. */
+	http_ex(&r, "GET", "/api/v1alpha1/backups", NULL, NULL, 0, NULL);
+	ck_assert_int_eq(r.status, 401);
+	resp_free(&r);
+}
+END_TEST
+
 static Suite *api_suite(void)
 {
 	const char *env = getenv("DP_TEST_DATA");
@@ -1089,6 +1181,8 @@ static Suite *api_suite(void)
 	tcase_add_test(tc, test_stop_with_watch_open);
 	tcase_add_test(tc, test_listen_errors);
 	tcase_add_test(tc, test_delete_hook);
+	tcase_add_test(tc, test_watch_limit);
+	tcase_add_test(tc, test_route_hook);
 	suite_add_tcase(s, tc);
 	return s;
 }
