@@ -313,10 +313,16 @@ static int repo_check(int argc, char **argv)
 	       rep.snapshots, S(rep.snapshots), rep.indexes, rep.indexes == 1 ? "" : "es",
 	       rep.packs, S(rep.packs), rep.blobs, S(rep.blobs), st.read_data ? " (read " : "",
 	       st.read_data ? rb : "", st.read_data ? ")" : "");
-	if (rep.unreferenced_packs)
+	/* Unindexed packs are prune's to remove only in a repository that
+	 * checks clean; next to missing blobs they may be what is missing. */
+	if (rep.unreferenced_packs && !st.problems)
 		printf("%" PRIu64 " unreferenced pack%s (left by interrupted pushes): 'dp repo "
 		       "prune' removes them\n",
-		       rep.unreferenced_packs, rep.unreferenced_packs == 1 ? "" : "s");
+		       rep.unreferenced_packs, S(rep.unreferenced_packs));
+	else if (rep.unreferenced_packs)
+		printf("packs in no index: %" PRIu64 " (they may hold data the problems above "
+		       "miss: keep them)\n",
+		       rep.unreferenced_packs);
 	printf("%s: %" PRIu64 " problem%s\n", rc ? "FAILED" : "ok", st.problems,
 	       st.problems == 1 ? "" : "s");
 out:
