@@ -909,6 +909,8 @@ START_TEST(test_corrupt_missing_index)
 	dp_test_result r;
 	ck_assert_int_eq(run(&r, "%s repo check --repo %s", DP(), repo), 4);
 	assert_names(&r, "index");
+	/* The pack that holds the data is in no index now: no advice to prune. */
+	ck_assert_msg(!strstr(r.out, "prune"), "%s", r.out);
 	dp_test_result_free(&r);
 	ck_assert_int_eq(run(&r, "%s pull --repo %s victim %s", W(), repo, P("out")), 4);
 	dp_test_result_free(&r);
