@@ -137,6 +137,17 @@ static bool is_true(const char *v)
 	             strcasecmp(v, "yes") == 0 || strcmp(v, "All") == 0);
 }
 
+/* A flag in the query: ?watch, ?watch=1, ?watch=true (dryRun=All too). */
+static bool flag(struct MHD_Connection *con, const char *key)
+{
+	const char *v = NULL;
+	size_t vlen = 0;
+	if (MHD_lookup_connection_value_n(con, MHD_GET_ARGUMENT_KIND, key, strlen(key), &v,
+	                                  &vlen) != MHD_YES)
+		return false;
+	return !v || !*v || is_true(v);
+}
+
 static const char *query(struct MHD_Connection *con, const char *key)
 {
 	return MHD_lookup_connection_value(con, MHD_GET_ARGUMENT_KIND, key);
@@ -372,6 +383,25 @@ static enum MHD_Result do_list(dp_api *a, req *q, struct MHD_Connection *con, dp
 		rc = dp_catalog_list(c, kind, &v, &n);
 	dp_api_release(a, c, rc);
 	c = NULL;
+	const char *sel = query(con, "labelSelector");
+	if (!rc && sel && *sel) {
+		/* Keep the matching items in place; free the others. */
+		size_t kept = 0;
+		for (size_t i = 0; i < n; i++) {
+			bool match = false;
+			if (!rc)
+				rc = dp_resource_match_labels(&v[i], sel, &match);
+			if (!rc && match)
+				v[kept++] = v[i];
+			else
+				dp_resource_clear(&v[i]);
+		}
+		n = kept;
+		if (rc) {
+			ret = send_dp_error(q, con, rc, MHD_HTTP_BAD_REQUEST);
+			goto out;
+		}
+	}
 	if (!rc && yaml) {
 		rc = dp_buf_appendf(&out, "metadata:\n  resourceVersion: \"%" PRId64 "\"\n", rv);
 		if (!rc)
@@ -392,7 +422,7 @@ static enum MHD_Result do_list(dp_api *a, req *q, struct MHD_Connection *con, dp
 		}
 		if (!rc)
 			rc = dp_buf_appendf(&b, "]}\n");
-		if (!rc && is_true(query(con, "pretty")))
+		if (!rc && flag(con, "pretty"))
 			rc = pretty_json(&out, &b);
 		else if (!rc)
 			rc = dp_buf_append(&out, b.data, b.len);
@@ -400,6 +430,7 @@ static enum MHD_Result do_list(dp_api *a, req *q, struct MHD_Connection *con, dp
 	ret = rc ? send_dp_error(q, con, rc, 500)
 	         : send_body(q, con, MHD_HTTP_OK, yaml ? YAML_TYPE : JSON_TYPE, out.data, out.len,
 	                     NULL);
+out:
 	dp_buf_free(&out);
 	dp_buf_free(&b);
 	dp_resources_free(v, n);
@@ -411,8 +442,7 @@ static enum MHD_Result send_resource(req *q, struct MHD_Connection *con, unsigne
 {
 	dp_buf b = {0};
 	bool yaml = want_yaml(con);
-	int rc =
-	    yaml ? dp_resource_yaml(&b, r) : dp_resource_json(&b, r, is_true(query(con, "pretty")));
+	int rc = yaml ? dp_resource_yaml(&b, r) : dp_resource_json(&b, r, flag(con, "pretty"));
 	enum MHD_Result ret =
 	    rc ? send_dp_error(q, con, rc, 500)
 	       : send_body(q, con, status, yaml ? YAML_TYPE : JSON_TYPE, b.data, b.len, NULL);
@@ -472,7 +502,7 @@ static enum MHD_Result do_events(dp_api *a, req *q, struct MHD_Connection *con, 
 		cJSON_AddStringToObject(e, "message", ev[i].message ? ev[i].message : "");
 		cJSON_AddItemToArray(items, e);
 	}
-	text = is_true(query(con, "pretty")) ? cJSON_Print(o) : cJSON_PrintUnformatted(o);
+	text = flag(con, "pretty") ? cJSON_Print(o) : cJSON_PrintUnformatted(o);
 	if (!text) {
 		ret = send_error(q, con, 500, NULL, "out of memory");
 		goto out;
@@ -507,7 +537,7 @@ static enum MHD_Result do_put(dp_api *a, req *q, struct MHD_Connection *con, dp_
 	dp_catalog *c = NULL;
 	dp_resource r = {0};
 	dp_apply_action action = DP_APPLY_UNCHANGED;
-	bool dry = is_true(query(con, "dryRun"));
+	bool dry = flag(con, "dryRun");
 	const char *src = source_name(con);
 	enum MHD_Result ret;
 	int rc =
@@ -571,7 +601,7 @@ static enum MHD_Result do_apply(dp_api *a, req *q, struct MHD_Connection *con)
 	dp_catalog *c = NULL;
 	dp_apply_action *actions = NULL;
 	dp_buf b = {0};
-	bool dry = is_true(query(con, "dryRun"));
+	bool dry = flag(con, "dryRun");
 	enum MHD_Result ret;
 	int rc = dp_manifest_parse(&m, q->body.data ? (const char *)q->body.data : "", q->body.len,
 	                           source_name(con));
@@ -689,7 +719,7 @@ static enum MHD_Result dispatch_api(dp_api *a, req *q, struct MHD_Connection *co
 			p++;
 	}
 	bool get = is_get(method);
-	bool watch = strcmp(method, MHD_HTTP_METHOD_GET) == 0 && is_true(query(con, "watch"));
+	bool watch = strcmp(method, MHD_HTTP_METHOD_GET) == 0 && flag(con, "watch");
 	if (nseg == 0) {
 		if (watch)
 			return do_watch(a, q, con, -1, NULL);

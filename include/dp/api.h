@@ -7,7 +7,8 @@
  *   GET    /api/v1alpha1                             the kinds served
  *   POST   /api/v1alpha1                             apply a manifest (any number of
  *                                                    documents, all or nothing)
- *   GET    /api/v1alpha1/<kind>                      list (a List, like dp get -o json)
+ *   GET    /api/v1alpha1/<kind>                      list (a List, like dp get -o json;
+ *                                                    ?labelSelector= as dp get -l)
  *   GET    /api/v1alpha1/<kind>/<name>               one object
  *   PUT    /api/v1alpha1/<kind>/<name>               create or update it from a JSON
  *                                                    or YAML body (one document)

@@ -466,6 +466,20 @@ START_TEST(test_apply_manifest)
 	free(body);
 	ck_assert_uint_eq(count_resources(), 6);
 
+	/* Label selectors on lists, as dp get -l. */
+	http(&r, "GET", "/api/v1alpha1/backuprepos?labelSelector=tier%3Dgold", NULL);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_ptr_nonnull(strstr(text(&r), "\"name\":\"nas\""));
+	resp_free(&r);
+	http(&r, "GET", "/api/v1alpha1/backuprepos?labelSelector=tier%3Dsilver", NULL);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_ptr_nonnull(strstr(text(&r), "\"items\":[]"));
+	resp_free(&r);
+	http(&r, "GET", "/api/v1alpha1/backuprepos?labelSelector=%3Dx", NULL);
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_str_eq(error_of(&r), "bad label selector \"=x\"");
+	resp_free(&r);
+
 	/* PUT with a dry run: shows the object, stores nothing. */
 	const char *as = "kind: ActionSet\napiVersion: dataprotection.dp.io/v1alpha1\n"
 	                 "metadata: {name: dry}\nspec:\n  backupType: Full\n"
@@ -922,8 +936,8 @@ START_TEST(test_watch_resume_and_filters)
 	ck_assert(p1 && p3 && p6 && p1 < p3 && p3 < p6);
 	free(got);
 
-	/* Last-Event-ID: resumes after it. */
-	w = watch_start("/api/v1alpha1?watch=1", "Last-Event-ID: 4", "id: 6\n");
+	/* Last-Event-ID: resumes after it. (A bare ?watch is a flag too.) */
+	w = watch_start("/api/v1alpha1?watch", "Last-Event-ID: 4", "id: 6\n");
 	ck_assert(watch_wait(w, "id: 6\n", 5000));
 	got = watch_end(w);
 	ck_assert_ptr_null(strstr(got, "id: 4\n"));
