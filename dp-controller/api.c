@@ -6,16 +6,18 @@
  *
  * A request goes through on_request several times: the first call checks
  * the token and the announced Content-Length, the next calls collect the
- * body (up to max_body; past it, or after a refusal, the rest is dropped and
- * the answer is 413 or 401), the last one dispatches. A request takes a catalog connection (sqlite
- * WAL, busy timeout, actor DP_API_ACTOR) from a small pool, or opens one, uses it alone, and gives
- * it back; watches keep theirs for the life of the stream (api_sse.c).
+ * body (up to max_body; past it, or after a refusal, the rest is dropped
+ * and the answer is 413 or 401), the last one dispatches. A request takes
+ * a catalog connection (sqlite WAL, busy timeout, actor DP_API_ACTOR) from
+ * a small pool, or opens one, uses it alone, and gives it back; watches
+ * keep theirs for the life of the stream (api_sse.c).
  *
  * The token is compared as SHA-256 digests in constant time, so neither its
  * bytes nor its length leak through timing; it is never logged.
  *
  * Thread safety: struct dp_api is read-only while the daemon runs except
- * for `stopping` (mu/cv); everything else is per request.
+ * for `stopping`, the watch count and the connection pool (all under mu);
+ * everything else is per request, on its connection's thread.
  */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -201,6 +203,28 @@ static enum MHD_Result send_body(req *q, struct MHD_Connection *con, unsigned st
 	return ret;
 }
 
+/* Replaces each byte that is not part of valid UTF-8 with '?', in place:
+ * messages echo user input, and JSON must be UTF-8. */
+static void utf8_scrub(char *s)
+{
+	unsigned char *p = (unsigned char *)s;
+	while (*p) {
+		int n = *p < 0x80             ? 0
+		        : (*p & 0xe0) == 0xc0 ? 1
+		        : (*p & 0xf0) == 0xe0 ? 2
+		        : (*p & 0xf8) == 0xf0 ? 3
+		                              : -1;
+		bool ok = n >= 0 && !(*p == 0xc0 || *p == 0xc1 || *p > 0xf4);
+		for (int i = 1; ok && i <= n; i++)
+			ok = (p[i] & 0xc0) == 0x80;
+		if (!ok) {
+			*p++ = '?';
+			continue;
+		}
+		p += n + 1;
+	}
+}
+
 /* {"error": msg, "code": status}, printf-style. */
 static enum MHD_Result send_error(req *q, struct MHD_Connection *con, unsigned status,
                                   const char *allow, const char *fmt, ...)
@@ -213,6 +237,7 @@ static enum MHD_Result send_error(req *q, struct MHD_Connection *con, unsigned s
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	utf8_scrub(msg);
 	cJSON *o = cJSON_CreateObject();
 	char *text = NULL;
 	if (o && cJSON_AddStringToObject(o, "error", msg) &&

@@ -603,6 +603,14 @@ START_TEST(test_put_bad_bodies)
 	ck_assert_int_eq(r.status, 400);
 	ck_assert_ptr_nonnull(strstr(error_of(&r), "URL names actionset \"nas\""));
 	resp_free(&r);
+	/* Bytes that are not UTF-8, echoed by a message, become '?': JSON stays UTF-8. */
+	http(&r, "PUT", "/api/v1alpha1/backuprepos/nas",
+	     "{\"apiVersion\": \"dataprotection.dp.io/v1alpha1\", \"kind\": \"BackupRepo\", "
+	     "\"metadata\": {\"name\": \"nas\"}, \"spec\": {\"p\xff\xc3\xa9\": 1}}");
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_ptr_null(strchr(text(&r), '\xff'));
+	ck_assert_msg(strstr(error_of(&r), "spec.p?\xc3\xa9: unknown field"), "%s", error_of(&r));
+	resp_free(&r);
 	/* One document only. */
 	char two[1024];
 	snprintf(two, sizeof(two), "%s---\n%s", repo_yaml, repo_yaml);
