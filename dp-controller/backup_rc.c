@@ -581,6 +581,10 @@ static int run(dp_ctl *c, ctl_res *x, bool *final)
 		                 "%s bytes, %s new bytes stored",
 		                 js(x->status, "totalSize") ? js(x->status, "totalSize") : "?",
 		                 js(x->status, "storedSize") ? js(x->status, "storedSize") : "?");
+		dp_info("backup \"%s\" completed in %llds: %s bytes, %s new bytes stored",
+		        x->r.name, (long long)(now - (st ? st : now)),
+		        js(x->status, "totalSize") ? js(x->status, "totalSize") : "?",
+		        js(x->status, "storedSize") ? js(x->status, "storedSize") : "?");
 		rc = store_record_once(c, x);
 		*final = true;
 		goto out;

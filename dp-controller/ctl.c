@@ -370,6 +370,33 @@ int ctl_env_build(dp_ctl *c, ctl_env *e, const cJSON *policy, const char *repo_n
 				rc = ctl_env_set(e, "DP_REPO_PASSPHRASE", (const char *)v.data);
 			dp_buf_wipe(&v);
 		}
+		/* S3: where, and the credentials (read from their sources). */
+		const cJSON *s3 = cJSON_GetObjectItemCaseSensitive(r.spec, "s3");
+		static const char *const s3env[][2] = {{"endpoint", "DP_S3_ENDPOINT"},
+		                                       {"region", "DP_S3_REGION"},
+		                                       {"uriStyle", "DP_S3_URI_STYLE"}};
+		for (int i = 0; !rc && s3 && i < 3; i++)
+			if (js(s3, s3env[i][0]))
+				rc = ctl_env_set(e, s3env[i][1], js(s3, s3env[i][0]));
+		if (!rc && s3 && js(s3, "region"))
+			rc = ctl_env_set(e, "AWS_REGION", js(s3, "region"));
+		const cJSON *cred = cJSON_GetObjectItemCaseSensitive(s3, "credentials");
+		static const char *const credenv[][2] = {
+		    {"accessKeyIdFrom", "AWS_ACCESS_KEY_ID"},
+		    {"secretAccessKeyFrom", "AWS_SECRET_ACCESS_KEY"},
+		    {"sessionTokenFrom", "AWS_SESSION_TOKEN"}};
+		for (int i = 0; !rc && cred && i < 3; i++) {
+			const cJSON *src = cJSON_GetObjectItemCaseSensitive(cred, credenv[i][0]);
+			if (!src)
+				continue;
+			dp_buf v = {0};
+			snprintf(what, sizeof(what), "backuprepo \"%s\": spec.s3.credentials.%s",
+			         repo_name, credenv[i][0]);
+			if ((rc = ctl_secret_read(src, what, &v)) == 0 &&
+			    (rc = dp_buf_append(&v, "", 1)) == 0)
+				rc = ctl_env_set(e, credenv[i][1], (const char *)v.data);
+			dp_buf_wipe(&v);
+		}
 		ctl_res_free(&r);
 		if (rc)
 			return rc;

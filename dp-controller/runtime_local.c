@@ -248,11 +248,14 @@ static int local_poll(dp_rt *rt, const char *id, dp_rt_handle *h, enum dp_rt_sta
 			return 0;
 		}
 		if (w == (pid_t)h->pid) {
-			/* Our child ended: prefer the exit file (it is the command's
-			 * status), else the wrapper's. */
-			if (read_exit(rt, id, exit_code) != 0)
+			/* Our child ended: the exit file holds the command's status;
+			 * without it the wrapper itself was killed (LOST). */
+			if (read_exit(rt, id, exit_code) == 0) {
+				*state = DP_RT_EXITED;
+			} else {
 				*exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-			*state = read_exit(rt, id, exit_code) == 0 ? DP_RT_EXITED : DP_RT_LOST;
+				*state = DP_RT_LOST;
+			}
 			return 0;
 		}
 		unsigned long long start;
