@@ -160,13 +160,23 @@ static const char *header(struct MHD_Connection *con, const char *key)
 	return MHD_lookup_connection_value(con, MHD_HEADER_KIND, key);
 }
 
-/* Constant time over the digests: no early exit, no length leak. */
-static bool token_ok(const dp_api *a, struct MHD_Connection *con)
+/* The token from "Authorization: Bearer T", or, for GET and HEAD only,
+ * from ?access_token=T (RFC 6750 2.3): browsers' EventSource cannot send
+ * headers, so the dashboard's watches need it. Compared in constant time
+ * over the digests: no early exit, no length leak. */
+static bool token_ok(const dp_api *a, struct MHD_Connection *con, const char *method)
 {
 	const char *h = header(con, MHD_HTTP_HEADER_AUTHORIZATION);
-	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+	if (h) {
+		if (strncasecmp(h, "Bearer ", 7) != 0)
+			return false;
+		h += 7;
+	} else if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+	           strcmp(method, MHD_HTTP_METHOD_HEAD) == 0) {
+		h = query(con, "access_token");
+	}
+	if (!h)
 		return false;
-	h += 7;
 	while (*h == ' ')
 		h++;
 	size_t n = strlen(h);
@@ -804,7 +814,8 @@ static enum MHD_Result send_reject(dp_api *a, req *q, struct MHD_Connection *con
 {
 	if (q->reject == MHD_HTTP_UNAUTHORIZED)
 		return send_error(q, con, MHD_HTTP_UNAUTHORIZED, NULL, "%s",
-		                  header(con, MHD_HTTP_HEADER_AUTHORIZATION)
+		                  header(con, MHD_HTTP_HEADER_AUTHORIZATION) ||
+		                          query(con, "access_token")
 		                      ? "wrong API token"
 		                      : "no API token: send Authorization: Bearer TOKEN (the "
 		                        "token is in $DP_HOME/" DP_API_TOKEN_FILE ")");
@@ -840,7 +851,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
 		q->start_ms = dp_api_now_ms();
 		snprintf(q->method, sizeof(q->method), "%s", method);
 		snprintf(q->path, sizeof(q->path), "%s", url);
-		q->authorized = token_ok(a, con);
+		q->authorized = token_ok(a, con, method);
 		dp_error_clear();
 		/* A request refused for its token or its announced size is answered
 		 * before its body is read when the client waits for that (Expect:

@@ -20,7 +20,9 @@
  * <kind> is any spelling dp_kind_parse accepts (backuprepos, actionsets,
  * backuppolicies, backupschedules, backups, restores, singular, short).
  * Every request but /healthz carries `Authorization: Bearer TOKEN`, the token
- * in $DP_HOME/api-token (dp_api_token); changes made through the API are
+ * in $DP_HOME/api-token (dp_api_token); a GET may give it as
+ * ?access_token=TOKEN instead (browsers' EventSource cannot send headers; the
+ * query is never logged); changes made through the API are
  * audited as actor "api". PUT and POST validate exactly like `dp apply`
  * (same messages; with ?source=NAME the input is named NAME in them, as
  * `dp apply -f NAME` would); nothing is stored on error. Errors are JSON

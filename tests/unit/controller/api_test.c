@@ -288,6 +288,20 @@ START_TEST(test_auth)
 	http_ex(&r, "GET", "/api/v1alpha1/backuprepos", NULL, NULL, 0, basic);
 	ck_assert_int_eq(r.status, 401);
 	resp_free(&r);
+	/* ?access_token= (for EventSource, which cannot send headers): GET only. */
+	char q[256];
+	snprintf(q, sizeof(q), "/api/v1alpha1/backuprepos?access_token=%s", token);
+	http_ex(&r, "GET", q, NULL, NULL, 0, NULL);
+	ck_assert_int_eq(r.status, 200);
+	resp_free(&r);
+	http_ex(&r, "GET", "/api/v1alpha1/backuprepos?access_token=nope", NULL, NULL, 0, NULL);
+	ck_assert_int_eq(r.status, 401);
+	ck_assert_str_eq(error_of(&r), "wrong API token");
+	resp_free(&r);
+	snprintf(q, sizeof(q), "/api/v1alpha1/backuprepos/nas?access_token=%s", token);
+	http_ex(&r, "PUT", q, NULL, repo_yaml, strlen(repo_yaml), NULL);
+	ck_assert_int_eq(r.status, 401);
+	resp_free(&r);
 	/* A PUT without a token stores nothing, whatever its body. */
 	http_ex(&r, "PUT", "/api/v1alpha1/backuprepos/nas", NULL, repo_yaml, strlen(repo_yaml),
 	        NULL);
