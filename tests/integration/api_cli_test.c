@@ -26,6 +26,7 @@
 #include "dp/api.h"
 #include "dp/catalog.h"
 #include "dp/error.h"
+#include "dp/log.h"
 
 static char data_dir[PATH_MAX];
 static char home[PATH_MAX + 16], catalog_path[PATH_MAX + 32], dp_bin[PATH_MAX];
@@ -36,6 +37,7 @@ static int port;
 static void setup(void)
 {
 	dp_test_setup();
+	dp_log_set_level(DP_LOG_WARN); /* one line per request otherwise */
 	if (!realpath(dp_test_bin("dp"), dp_bin))
 		ck_abort_msg("no dp program at %s (set BIN)", dp_test_bin("dp"));
 	snprintf(home, sizeof(home), "%s/home", dp_test_dir);

@@ -26,6 +26,7 @@
 #include "dp/api.h"
 #include "dp/catalog.h"
 #include "dp/error.h"
+#include "dp/log.h"
 
 static char data_dir[PATH_MAX];
 static char home[PATH_MAX + 16], catalog_path[PATH_MAX + 32];
@@ -56,6 +57,7 @@ static void start_api(size_t max_body)
 static void setup(void)
 {
 	dp_test_setup();
+	dp_log_set_level(DP_LOG_WARN); /* one line per request otherwise */
 	snprintf(home, sizeof(home), "%s/home", dp_test_dir);
 	snprintf(catalog_path, sizeof(catalog_path), "%s/catalog.db", home);
 	ck_assert_int_eq(mkdir(home, 0700), 0);
