@@ -111,6 +111,36 @@ static struct pack_obj *find_pack(struct ctx *c, const uint8_t id[DP_HASH_LEN])
 	return bsearch(id, c->packs, c->npacks, sizeof(*c->packs), cmp_pack);
 }
 
+/* Without reading a pack: its last 4 bytes give the sealed header's length,
+ * and every indexed blob must end before the header. Catches a pack cut
+ * short anywhere, also inside its header. */
+static int check_trailer(struct ctx *c, struct pack_obj *o)
+{
+	char key[100];
+	dp_buf t = {0};
+	if (o->size < o->need || o->need < 4 + DP_SEAL_OVERHEAD)
+		return 0; /* already reported as truncated */
+	dp_pack_key(key, sizeof(key), o->id);
+	int rc = c->r->b->get(c->r->b, key, o->size - 4, 4, &t);
+	if (rc == DP_ERROR || rc == DP_ETRANSIENT) {
+		dp_buf_free(&t);
+		return rc;
+	}
+	if (rc || t.len != 4) {
+		problem(c, "pack \"%s\": %s", key, rc ? dp_error_last() : "short read");
+	} else {
+		uint64_t hlen = dp_get_u32(t.data);
+		if (hlen < DP_SEAL_OVERHEAD || hlen + 4 > o->size ||
+		    o->need - 4 - DP_SEAL_OVERHEAD > o->size - 4 - hlen)
+			problem(c,
+			        "pack \"%s\" is truncated or damaged: its header length does not "
+			        "fit its size (%llu bytes)",
+			        key, (unsigned long long)o->size);
+	}
+	dp_buf_free(&t);
+	return 0;
+}
+
 static int read_pack(struct ctx *c, dp_sealer *s, struct pack_obj *o, dp_buf *buf, uint8_t *raw)
 {
 	char key[100], hex[DP_ID_HEX];
@@ -215,8 +245,12 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 			problem(&c, "pack \"%s\" is truncated (%llu bytes, at least %llu expected)",
 			        key, (unsigned long long)o->size, (unsigned long long)o->need);
 	}
-	for (size_t i = 0; i < c.npacks; i++)
+	for (size_t i = 0; i < c.npacks; i++) {
 		c.rep->unreferenced_packs += !c.packs[i].indexed;
+		if (c.packs[i].indexed && !read_data && (rc = check_trailer(&c, &c.packs[i])))
+			goto out;
+	}
+	c.rep->blobs = ix.count;
 
 	/* Snapshots: every blob indexed. */
 	if ((rc = r->b->list(r->b, "snapshots/", add_key, &c)))

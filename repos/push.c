@@ -368,7 +368,10 @@ int dp_push_begin(dp_push **out, dp_repo *r, const char *name, const char *kind)
 	snprintf(p->info.name, sizeof(p->info.name), "%s", name);
 	snprintf(p->info.kind, sizeof(p->info.kind), "%s", kind);
 	snprintf(p->info.host, sizeof(p->info.host), "%s", r->host);
-	p->info.time = (int64_t)time(NULL);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	p->info.time = (int64_t)now.tv_sec;
+	p->info.nsec = (int32_t)now.tv_nsec;
 	dp_chunker_init(&p->chunker, r->gear, r->chunk_min, r->chunk_avg, r->chunk_max);
 
 	if ((rc = dp_lock_acquire(&p->lock, r, false, "push")))

@@ -42,6 +42,7 @@ int dp_snapshot_encode(const dp_snapshot_info *info, const uint8_t *entries, siz
 	cJSON_AddStringToObject(j, "kind", info->kind);
 	cJSON_AddStringToObject(j, "host", info->host);
 	cJSON_AddNumberToObject(j, "time", (double)info->time);
+	cJSON_AddNumberToObject(j, "nsec", (double)info->nsec);
 	cJSON_AddNumberToObject(j, "size", (double)info->size);
 	cJSON_AddNumberToObject(j, "blobs", (double)info->blobs);
 	if (info->meta) {
@@ -102,7 +103,11 @@ static int decode(const char *id, const uint8_t *p, size_t len, dp_snapshot *s, 
 	const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "time");
 	const cJSON *sz = cJSON_GetObjectItemCaseSensitive(j, "size");
 	const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "meta");
+	const cJSON *ns = cJSON_GetObjectItemCaseSensitive(j, "nsec");
 	s->info.time = cJSON_IsNumber(t) ? (int64_t)t->valuedouble : 0;
+	s->info.nsec = cJSON_IsNumber(ns) && ns->valuedouble >= 0 && ns->valuedouble < 1e9
+	                   ? (int32_t)ns->valuedouble
+	                   : 0;
 	s->info.size = cJSON_IsNumber(sz) ? (uint64_t)sz->valuedouble : 0;
 	if (cJSON_IsObject(m))
 		s->info.meta = cJSON_PrintUnformatted(m);
@@ -198,6 +203,8 @@ static int by_time(const void *a, const void *b)
 	const dp_snapshot_info *x = a, *y = b;
 	if (x->time != y->time)
 		return x->time < y->time ? -1 : 1;
+	if (x->nsec != y->nsec)
+		return x->nsec < y->nsec ? -1 : 1;
 	return strcmp(x->id, y->id);
 }
 

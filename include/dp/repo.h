@@ -92,6 +92,7 @@ typedef struct dp_snapshot_info {
 	char kind[16];
 	char host[256];
 	int64_t time; /* unix seconds, UTC, when the push began */
+	int32_t nsec; /* and nanoseconds: "newest" compares (time, nsec) */
 	uint64_t size;
 	uint64_t blobs;
 	char *meta; /* JSON object text or NULL; owned */

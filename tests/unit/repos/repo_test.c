@@ -347,6 +347,51 @@ START_TEST(small_files)
 }
 END_TEST
 
+START_TEST(pack_cut_in_header_is_reported)
+{
+	dp_repo *r = make_repo(16384, 4 * 1024 * 1024);
+	uint8_t *d = make_data(1000000, 21);
+	ck_assert(push_buf(r, "x", d, 1000000, 65536, NULL) == 0);
+	char key[PATH_MAX], path[PATH_MAX + 64];
+	dp_backend *b = dp_repo_backend(r);
+	b->list(b, "data/", find_pack, key);
+	snprintf(path, sizeof(path), "%s/%s", repo_path, key);
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	/* cut 20 bytes: inside the sealed header, after every blob */
+	ck_assert_int_eq(truncate(path, st.st_size - 20), 0);
+	dp_buf msgs = {0};
+	dp_check_report rep;
+	ck_assert_int_eq(dp_repo_check(r, false, &rep, problems, &msgs), DP_ECORRUPT);
+	ck_assert_msg(strstr((char *)msgs.data, key) != NULL, "%s", (char *)msgs.data);
+	dp_buf_free(&msgs);
+	free(d);
+	dp_repo_free(r);
+}
+END_TEST
+
+START_TEST(newest_within_one_second)
+{
+	dp_repo *r = make_repo(0, 0);
+	for (int i = 0; i < 5; i++) {
+		char body[16];
+		snprintf(body, sizeof(body), "version %d", i);
+		ck_assert(push_buf(r, "same", (const uint8_t *)body, strlen(body), 100, NULL) == 0);
+		uint8_t *back;
+		size_t n;
+		ck_assert(pull_buf(r, "same", &back, &n) == 0);
+		ck_assert_msg(n == strlen(body) && memcmp(back, body, n) == 0,
+		              "pulled an older one");
+		free(back);
+	}
+	dp_check_report rep;
+	ck_assert_int_eq(dp_repo_check(r, false, &rep, NULL, NULL), 0);
+	ck_assert_uint_eq(rep.snapshots, 5);
+	ck_assert_uint_gt(rep.blobs, 0);
+	dp_repo_free(r);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("repos/repo");
@@ -363,6 +408,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, locks_conflict);
 	tcase_add_test(tc, bad_names);
 	tcase_add_test(tc, small_files);
+	tcase_add_test(tc, pack_cut_in_header_is_reported);
+	tcase_add_test(tc, newest_within_one_second);
 	suite_add_tcase(s, tc);
 	return s;
 }
