@@ -86,7 +86,8 @@ echo "== data directory: $((datasize / 1000000)) MB without pg_wal" >&2
 # visibility map, freezing would otherwise change every page between the
 # first two backups of whichever tool runs first).
 start_pg "$dir/tmpl" "$P"
-psql_do "$P" "VACUUM (FREEZE, ANALYZE); CHECKPOINT" >/dev/null
+psql_do "$P" "VACUUM (FREEZE, ANALYZE)" >/dev/null
+psql_do "$P" "CHECKPOINT" >/dev/null
 stop_pg "$dir/tmpl"
 
 # measure LABEL CMD...: appends "label wall cpu rss" to $dir/results.

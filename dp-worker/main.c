@@ -24,6 +24,7 @@ static const struct {
     {"wal-push", dp_worker_wal_push, "archive one file (archive_command), idempotently"},
     {"wal-fetch", dp_worker_wal_fetch, "fetch an archived file (restore_command)"},
     {"wal-ls", dp_worker_wal_ls, "list an archive's files"},
+    {"wal-rm", dp_worker_wal_rm, "remove files from an archive (retention)"},
     {"put-file", dp_worker_put_file, "store a small metadata file"},
     {"get-file", dp_worker_get_file, "print a small metadata file"},
 };

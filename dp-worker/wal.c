@@ -937,3 +937,41 @@ out:
 	dp_buf_free(&meta);
 	return rc == DP_CLI_HELP ? 0 : rc;
 }
+
+/* ---- wal-rm ---- */
+
+int dp_worker_wal_rm(int argc, char **argv)
+{
+	wal_opts o = {.level = -1};
+	wal_env e = {0};
+	char key[512];
+	const dp_cli_cmd cmd = {
+	    .prog = "dp-worker wal-rm",
+	    .synopsis = "[OPTIONS] NAME...",
+	    .about = "Removes the named files from an archive (a method's retention decides\n"
+	             "which: e.g. segments older than the oldest base backup kept). Names\n"
+	             "that are not archived are skipped.\n\n" WAL_ABOUT_COMMON,
+	    .examples = "dp-worker wal-rm --repo /srv/backups --archive pg-main "
+	                "000000010000000000000001 000000010000000000000002",
+	    .flags = DP_CLI_REPO_FLAGS,
+	    .opts = wal_options,
+	    .on_opt = on_opt,
+	    .ctx = &o,
+	    .min_args = 1,
+	    .max_args = -1,
+	};
+	int rc = env_open(&e, &cmd, &o, argc, argv);
+	if (rc)
+		goto out;
+	for (int i = 0; i < e.cli.nargs; i++)
+		if ((rc = check_component("file name", e.cli.args[i])))
+			goto out;
+	for (int i = 0; i < e.cli.nargs; i++) {
+		if ((rc = wal_key(key, sizeof(key), e.archive, e.cli.args[i])) ||
+		    (rc = dp_repo_remove_file(e.repo, key)))
+			goto out;
+	}
+out:
+	env_close(&e);
+	return rc == DP_CLI_HELP ? 0 : rc;
+}

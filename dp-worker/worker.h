@@ -18,6 +18,7 @@ int dp_worker_stream_push(int argc, char **argv); /* wal.c */
 int dp_worker_wal_push(int argc, char **argv); /* wal.c */
 int dp_worker_wal_fetch(int argc, char **argv); /* wal.c */
 int dp_worker_wal_ls(int argc, char **argv); /* wal.c */
+int dp_worker_wal_rm(int argc, char **argv); /* wal.c */
 int dp_worker_put_file(int argc, char **argv); /* wal.c */
 int dp_worker_get_file(int argc, char **argv); /* wal.c */
 

@@ -47,9 +47,31 @@ static void chown_nobody(const char *path)
 	              strerror(errno));
 }
 
+/* Temp dirs made for this test process; dp_pg_destroy removes them. Any
+ * server still running over a data directory inside them is stopped first. */
+static char made[32][PATH_MAX];
+static int nmade;
+
+static void cleanup_made(void);
+
+/* A failed assertion ends the forked test with exit(): servers it started
+ * and its temp dirs go then too. */
+static void at_exit(void)
+{
+	if (nmade > 0)
+		cleanup_made();
+}
+
 void dp_pg_mkdtemp(char out[PATH_MAX], const char *tag)
 {
+	static bool registered;
+	if (!registered) {
+		atexit(at_exit);
+		registered = true;
+	}
 	dp_test_mkdtemp(out, tag);
+	if (nmade < 32)
+		snprintf(made[nmade++], PATH_MAX, "%s", out);
 	ck_assert_int_eq(chmod(out, 0755), 0);
 	chown_nobody(out);
 }
@@ -214,6 +236,33 @@ char *dp_pg_checksums(const dp_pg *pg)
 	        "relname) FROM pg_stat_user_tables ORDER BY schemaname, relname \\gexec");
 }
 
+/* The tests run the scripts and dp-worker as nobody: when nobody cannot
+ * reach them where they are (a checkout under a private home), use copies
+ * in a temp dir. */
+static bool nobody_can(const char *test, const char *path)
+{
+	dp_test_result r;
+	int st = dp_test_run(&r, "runuser -u " DP_PG_USER " -- test %s '%s'", test, path);
+	dp_test_result_free(&r);
+	return st == 0;
+}
+
+static const char *nobody_copy(const char *src)
+{
+	static char dir[PATH_MAX];
+	static char out[4][PATH_MAX];
+	static int n;
+	if (!dir[0])
+		dp_pg_mkdtemp(dir, "pgcopy");
+	ck_assert_int_lt(n, 4);
+	const char *base = strrchr(src, '/');
+	FMT(out[n], "%s/%s", dir, base ? base + 1 : src);
+	char cmd[PATH_MAX * 3];
+	FMT(cmd, "cp -R '%s' '%s' && chmod -R a+rX '%s'", src, out[n], out[n]);
+	run_ok("copy for nobody", cmd);
+	return out[n++];
+}
+
 const char *dp_pg_scripts(void)
 {
 	static char dir[PATH_MAX];
@@ -228,6 +277,8 @@ const char *dp_pg_scripts(void)
 		char probe[PATH_MAX];
 		FMT(probe, "%s/lib.sh", dir);
 		ck_assert_msg(access(probe, R_OK) == 0, "method scripts not found in %s", dir);
+		if (!nobody_can("-r", probe))
+			FMT(dir, "%s", nobody_copy(dir));
 	}
 	return dir;
 }
@@ -239,11 +290,14 @@ void dp_pg_repo_init(char out[PATH_MAX])
 	ck_assert_int_lt(snprintf(out, PATH_MAX, "%s/repo", dir), PATH_MAX);
 	setenv("DP_REPO", out, 1);
 	setenv("DP_REPO_PASSPHRASE", "pg-test-passphrase", 1);
-	setenv("DP_WORKER", dp_test_bin("dp-worker"), 1);
+	const char *w = dp_test_bin("dp-worker");
+	setenv("DP_WORKER", nobody_can("-x", w) ? w : nobody_copy(w), 1);
 	setenv("DP_PG_BIN", DP_PG_BIN, 1);
 	char cmd[PATH_MAX * 2];
 	FMT(cmd, "runuser -u " DP_PG_USER " -- '%s' repo init --repo '%s' >/dev/null",
-	    dp_test_bin("dp"), out);
+	    nobody_can("-x", dp_test_bin("dp")) ? dp_test_bin("dp")
+	                                        : nobody_copy(dp_test_bin("dp")),
+	    out);
 	run_ok("dp repo init", cmd);
 }
 
@@ -293,10 +347,32 @@ int dp_pg_script_root(dp_test_result *r, const dp_pg *pg, const char *fmt, ...)
 	return st;
 }
 
+/* Stops every server over a data directory in one of our temp dirs (by the
+ * PID in postmaster.pid), then removes the dirs. */
+static void cleanup_made(void)
+{
+	int n = nmade;
+	nmade = 0; /* once, even if something below ends the process */
+	for (int i = 0; i < n; i++) {
+		char cmd[PATH_MAX * 2];
+		FMT(cmd,
+		    "for f in '%s'/*/postmaster.pid; do [ -f \"$f\" ] || continue; "
+		    "p=$(head -n 1 \"$f\"); kill -INT \"$p\" 2>/dev/null; "
+		    "for i in $(seq 100); do kill -0 \"$p\" 2>/dev/null || break; sleep 0.1; done; "
+		    "done",
+		    made[i]);
+		dp_test_result r;
+		dp_test_run(&r, "%s", cmd);
+		dp_test_result_free(&r);
+		dp_test_rmrf(made[i]);
+	}
+}
+
 void dp_pg_destroy(dp_pg *pg)
 {
 	dp_pg_stop(pg);
 	if (pg->base[0])
 		dp_test_rmrf(pg->base);
 	memset(pg, 0, sizeof(*pg));
+	cleanup_made(); /* restored servers the test left running, temp dirs */
 }

@@ -192,6 +192,16 @@ START_TEST(archiver_retries_nothing_lost)
 	              "kept segments not archived or a gap: %s %s", r.out, r.err);
 	dp_test_result_free(&r);
 
+	/* Retention: WAL older than the oldest base backup goes; the restore
+	 * below still needs everything after it. */
+	st = dp_pg_script(&r, &pg,
+	                  "DP_BACKUP_NAME=pg-wal bash $S/archive.sh prune && "
+	                  "$DP_WORKER wal-ls --archive pg-wal | head -n 1");
+	ck_assert_msg(st == 0 && strncmp(r.out, "000000010000000000000001", 24) != 0,
+	              "prune: %s %s", r.out, r.err);
+	ck_assert_ptr_nonnull(strstr(r.err, "pruned "));
+	dp_test_result_free(&r);
+
 	char parent[PATH_MAX], dir[PATH_MAX + 8];
 	dp_pg_mkdtemp(parent, "pgdst");
 	snprintf(dir, sizeof(dir), "%s/data", parent);

@@ -6,6 +6,9 @@
 #                        switch WAL and refresh the window every interval
 #                        until SIGTERM
 #   archive.sh stop      turn archiving off (ALTER SYSTEM RESET archive_command)
+#   archive.sh prune     remove archived WAL older than the oldest base backup of
+#                        this database still in the repository (history files
+#                        stay); also run after each refresh while following
 #
 # Starting writes a dp-worker config (repo, passphrase, archive name) with
 # mode 0600, owned by the database's OS user, OUTSIDE the data directory, and
@@ -31,7 +34,31 @@ if [ "$cmd" = stop ]; then
 	pg_log "archiving into \"$archive\" stopped (archive_command reset)"
 	exit 0
 fi
-[ "$cmd" = start ] || pg_die "usage: archive.sh [start|stop]"
+# prune_archive SYSID: WAL before the start of the oldest base backup left
+# cannot be used by any restore any more.
+prune_archive() {
+	local sysid=$1 oldest seg names
+	oldest=$("$DPW" ls --json "${REPO_ARGS[@]}" | jq -r --arg s "$sysid" '[.[] | select(.meta.engine? == "postgresql"
+	  and .meta.method? == "basebackup" and .meta.systemIdentifier == $s)] | sort_by(.meta.stopTime) | first | .meta.startLsn // empty')
+	[ -n "$oldest" ] || { pg_log "no base backup of this database: nothing pruned"; return 0; }
+	seg=$(lsn_seg "$oldest")
+	names=()
+	while read -r n; do
+		[[ "$n" =~ ^[0-9A-F]{24}(\.[0-9A-F]{8}\.backup)?$ ]] || continue
+		[ "$(seg_num "$n")" -lt "$seg" ] && names+=("$n")
+	done < <("$DPW" wal-ls --archive "$archive" "${REPO_ARGS[@]}")
+	if [ "${#names[@]}" -gt 0 ]; then
+		"$DPW" wal-rm --archive "$archive" "${REPO_ARGS[@]}" "${names[@]}"
+	fi
+	pg_log "archive \"$archive\": pruned ${#names[@]} files older than the oldest base backup (start $oldest)"
+}
+
+if [ "$cmd" = prune ]; then
+	sysid=${DP_ARCHIVE_SYSID:-$("$DPW" get-file "archives/$archive.json" - "${REPO_ARGS[@]}" | jq -r '.systemIdentifier')}
+	prune_archive "$sysid"
+	exit 0
+fi
+[ "$cmd" = start ] || pg_die "usage: archive.sh [start|stop|prune]"
 
 mode=$(psql_q "SHOW archive_mode") || pg_die "cannot connect to PostgreSQL at $PGHOST:$PGPORT as \"$PGUSER\""
 if [ "$mode" = off ]; then
@@ -95,4 +122,5 @@ while :; do
 	wait $! || true
 	psql_q "SELECT pg_switch_wal()" >/dev/null || pg_log "warning: cannot switch WAL"
 	refresh >/dev/null || pg_log "warning: cannot refresh the recoverable window"
+	[ "${DP_ARCHIVE_PRUNE:-true}" != true ] || prune_archive "$sysid" || pg_log "warning: pruning failed"
 done

@@ -140,7 +140,11 @@ ready() {
 	}
 	[ -n "$(server_pid "$target")" ] || start_server "$target" || fail "the restored server did not start"
 	if [ "$mode" = new ]; then
-		export PGHOST=${DP_RESTORE_HOST:-127.0.0.1} PGPORT=$(state_get port)
+		# The restored server's own socket directory if it has one, else TCP.
+		local sock
+		sock=$(state_get sockdir)
+		[ -n "$sock" ] && [ -d "$sock" ] || sock=127.0.0.1
+		export PGHOST=${DP_RESTORE_HOST:-$sock} PGPORT=$(state_get port)
 	fi
 	if [ "$recovery" = 1 ]; then
 		local r=t
@@ -338,7 +342,8 @@ if [ "$inplace" = true ]; then
 	mv "$new" "$target"
 	state_set mode=inplace owner="$owner" was_running=$was_running phase=prepared recovery=$recovery port="$port" sockdir="$sockdir"
 else
-	state_set mode=new owner="$owner" phase=prepared recovery=$recovery port="$port" sockdir=""
+	sockdir=$(conf_get "$target" unix_socket_directories | cut -d, -f1)
+	state_set mode=new owner="$owner" phase=prepared recovery=$recovery port="$port" sockdir="$sockdir"
 fi
 
 if [ "$step" = all ]; then

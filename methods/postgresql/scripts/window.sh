@@ -63,7 +63,7 @@ fi
 runseg=0
 [ -z "$runstart" ] || runseg=$(seg_num "$runstart")
 : >"$work/usable"
-while IFS=$'\t' read -r bname bstop blsn; do
+while IFS=$'\t' read -r bname _ blsn; do
 	[ -n "$bname" ] || continue
 	[ "$(lsn_seg "$blsn")" -ge "$runseg" ] && [ -n "$runstart" ] && printf '%s\n' "$bname" >>"$work/usable"
 done < <(jq -r --arg s "$sysid" '.[] | select(.systemIdentifier == $s) | [.name, .stopTime, .stopLsn] | @tsv' "$work/bases.json")
