@@ -3,6 +3,7 @@
  *
  *   dp backup --policy P [--method M] [--name N] [--wait] ...
  *   dp backup delete NAME [--cascade] [--wait]
+ *   dp backup stop NAME [--wait]          (a continuous backup)
  *
  * With no dp-controller running on $DP_HOME (the embedded default) dp runs
  * the reconciler itself until the backup is final: Completed or Failed, or,
@@ -289,10 +290,46 @@ static int backup_delete(int argc, char **argv)
 	return rc;
 }
 
+static int backup_stop(int argc, char **argv)
+{
+	struct bopts o = {0};
+	dp_cli_cmd cmd = {
+	    "dp backup stop",
+	    "NAME [--wait]",
+	    "Stops a running continuous backup (WAL archiving): its archiver ends, the\n"
+	    "method turns archiving off, and the backup becomes Completed with the\n"
+	    "recoverable window it had. Its data stays.\n\n"
+	    "  --wait         with a dp-controller running, wait until it is stopped\n"
+	    "  --timeout S    give up waiting after S seconds\n",
+	    "  dp backup stop pg-wal-20261125101500\n",
+	    DP_CLI_QUIET,
+	    delete_opts,
+	    on_opt,
+	    &o,
+	    1,
+	    1,
+	};
+	dp_cli cli;
+	int rc = dp_cli_parse(&cli, &cmd, argc, argv);
+	if (rc)
+		return rc == DP_CLI_HELP ? 0 : rc;
+	dp_ctl *c = NULL;
+	bool daemon;
+	if ((rc = dp_cli_ctl_open(&c, &daemon)))
+		return rc;
+	if ((rc = dp_ctl_backup_stop(c, cli.args[0])) == 0)
+		rc = dp_cli_ctl_follow(c, daemon, o.wait, cli.quiet, DP_KIND_BACKUP, cli.args[0],
+		                       (int)o.timeout);
+	dp_ctl_close(c);
+	return rc;
+}
+
 int dp_cli_backup(int argc, char **argv)
 {
 	if (argc > 1 && strcmp(argv[1], "delete") == 0)
 		return backup_delete(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "stop") == 0)
+		return backup_stop(argc - 1, argv + 1);
 	struct bopts o = {0};
 	dp_cli_cmd cmd = {
 	    "dp backup",
@@ -303,7 +340,8 @@ int dp_cli_backup(int argc, char **argv)
 	    "Failed; a continuous method (WAL archiving) stays Running once its first\n"
 	    "recoverable window is recorded, and its archiver keeps running in the\n"
 	    "background. With a dp-controller running, the backup is handed to it and\n"
-	    "--wait follows it. 'dp backup delete NAME' deletes one (see its --help).\n\n"
+	    "--wait follows it. 'dp backup delete NAME' deletes one, 'dp backup stop NAME'\n"
+	    "ends a continuous one (see their --help).\n\n"
 	    "  --policy P              the backuppolicy\n"
 	    "  --method M              its backup method\n"
 	    "  --name N                the backup's name (default POLICY-METHOD-yyyymmddHHMMSS)\n"

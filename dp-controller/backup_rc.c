@@ -769,6 +769,82 @@ out:
 	return rc;
 }
 
+/* Stops the live workers of a backup (a continuous backup's archiver). */
+static void stop_workers(dp_ctl *c, ctl_res *x)
+{
+	cJSON *actions = cJSON_GetObjectItemCaseSensitive(x->status, "actions");
+	for (cJSON *a = actions ? actions->child : NULL; a; a = a->next) {
+		if (!phase_is(a, "Running"))
+			continue;
+		char id[600];
+		ctl_action_job(a, id, sizeof(id));
+		dp_rt_handle h = {(long)jnum(a, "pid", 0),
+		                  (unsigned long long)jnum(a, "pidStart", 0)};
+		enum dp_rt_state st;
+		int code;
+		if (c->rt->poll(c->rt, id, &h, &st, &code) == 0 && st == DP_RT_RUNNING)
+			c->rt->stop(c->rt, &h, 10000);
+		jset_str(a, "phase", "Stopped");
+	}
+}
+
+/* Runs the ActionSet's backup.preDelete (if any) as status[key], with jobs
+ * named PREFIX-NAME-CREATED. *running: still going (status saved). A
+ * failure is a Warning event, not a stop: the caller goes on. */
+static int run_predelete(dp_ctl *c, ctl_res *x, const char *key, const char *prefix_word,
+                         bool *running)
+{
+	ctl_res as = {0};
+	int rc = 0;
+	*running = false;
+	if (!js(x->status, "actionSetName") ||
+	    ctl_load(c, DP_KIND_ACTION_SET, js(x->status, "actionSetName"), &as) != 0) {
+		dp_error_clear();
+		return 0;
+	}
+	const cJSON *pd = cJSON_GetObjectItemCaseSensitive(
+	    cJSON_GetObjectItemCaseSensitive(as.spec, "backup"), "preDelete");
+	if (!pd)
+		goto out;
+	cJSON *da = cJSON_GetObjectItemCaseSensitive(x->status, key);
+	if (!da) {
+		da = cJSON_AddArrayToObject(x->status, key);
+		ctl_action_add(da, "preDelete", "preDelete", pd);
+	}
+	ctl_env env = {0};
+	ctl_res tmp = {0};
+	char cwd[PATH_MAX], prefix[DP_NAME_MAX + 64];
+	enum ctl_step step = CTL_STEP_DONE;
+	bool changed = false;
+	dp_buf reason = {0};
+	rc = backup_env(c, x, &env, &tmp, cwd, sizeof(cwd));
+	snprintf(prefix, sizeof(prefix), "%s-%s-%lld", prefix_word, x->r.name,
+	         (long long)x->r.created);
+	if (!rc)
+		rc = ctl_actions_step(c, prefix, da, &env, cwd, as.spec, 0, &step, &reason,
+		                      &changed);
+	ctl_env_free(&env);
+	ctl_res_free(&tmp);
+	if (rc) {
+		/* Cannot even build the environment: go on, say so. */
+		dp_catalog_event(c->cat, DP_KIND_BACKUP, x->r.name, "Warning", "PreDeleteFailed",
+		                 "%s", dp_error_last());
+		dp_error_clear();
+		rc = 0;
+	} else if (step == CTL_STEP_RUNNING) {
+		*running = true;
+		rc = changed ? ctl_save(c, x) : 0;
+	} else if (step == CTL_STEP_FAILED) {
+		dp_buf_append(&reason, "", 1);
+		dp_catalog_event(c->cat, DP_KIND_BACKUP, x->r.name, "Warning", "PreDeleteFailed",
+		                 "%s", (const char *)reason.data);
+	}
+	dp_buf_free(&reason);
+out:
+	ctl_res_free(&as);
+	return rc;
+}
+
 static int delete_step(dp_ctl *c, ctl_res *x, bool *final)
 {
 	char list[1024];
@@ -788,71 +864,16 @@ static int delete_step(dp_ctl *c, ctl_res *x, bool *final)
 		}
 		return 0; /* children go first */
 	}
-	/* Stop a live worker (a continuous backup's archiver). */
-	cJSON *actions = cJSON_GetObjectItemCaseSensitive(x->status, "actions");
-	for (cJSON *a = actions ? actions->child : NULL; a; a = a->next) {
-		if (!phase_is(a, "Running"))
-			continue;
-		char id[600];
-		ctl_action_job(a, id, sizeof(id));
-		dp_rt_handle h = {(long)jnum(a, "pid", 0),
-		                  (unsigned long long)jnum(a, "pidStart", 0)};
-		enum dp_rt_state st;
-		int code;
-		if (c->rt->poll(c->rt, id, &h, &st, &code) == 0 && st == DP_RT_RUNNING)
-			c->rt->stop(c->rt, &h, 10000);
-		jset_str(a, "phase", "Stopped");
-	}
+	stop_workers(c, x);
 	const char *before = js(x->status, "phaseBeforeDeletion");
 	bool had_data = js(x->status, "backupRepoName") && before && strcmp(before, "New") != 0 &&
 	                strcmp(before, "") != 0;
-	/* preDelete of the ActionSet. */
-	ctl_res as = {0};
-	if (had_data && js(x->status, "actionSetName") &&
-	    ctl_load(c, DP_KIND_ACTION_SET, js(x->status, "actionSetName"), &as) == 0) {
-		const cJSON *pd = cJSON_GetObjectItemCaseSensitive(
-		    cJSON_GetObjectItemCaseSensitive(as.spec, "backup"), "preDelete");
-		if (pd) {
-			cJSON *da = cJSON_GetObjectItemCaseSensitive(x->status, "deleteActions");
-			if (!da) {
-				da = cJSON_AddArrayToObject(x->status, "deleteActions");
-				ctl_action_add(da, "preDelete", "preDelete", pd);
-			}
-			ctl_env env = {0};
-			ctl_res tmp = {0};
-			char cwd[PATH_MAX], prefix[DP_NAME_MAX + 64];
-			enum ctl_step step = CTL_STEP_DONE;
-			bool changed = false;
-			dp_buf reason = {0};
-			rc = backup_env(c, x, &env, &tmp, cwd, sizeof(cwd));
-			snprintf(prefix, sizeof(prefix), "delete-%s-%lld", x->r.name,
-			         (long long)x->r.created);
-			if (!rc)
-				rc = ctl_actions_step(c, prefix, da, &env, cwd, as.spec, 0, &step,
-				                      &reason, &changed);
-			ctl_env_free(&env);
-			ctl_res_free(&tmp);
-			if (rc) {
-				/* Cannot even build the environment: go on, say so. */
-				dp_catalog_event(c->cat, DP_KIND_BACKUP, x->r.name, "Warning",
-				                 "PreDeleteFailed", "%s", dp_error_last());
-				dp_error_clear();
-				rc = 0;
-			} else if (step == CTL_STEP_RUNNING) {
-				dp_buf_free(&reason);
-				ctl_res_free(&as);
-				return changed ? ctl_save(c, x) : 0;
-			} else if (step == CTL_STEP_FAILED) {
-				dp_buf_append(&reason, "", 1);
-				dp_catalog_event(c->cat, DP_KIND_BACKUP, x->r.name, "Warning",
-				                 "PreDeleteFailed", "%s",
-				                 (const char *)reason.data);
-			}
-			dp_buf_free(&reason);
-		}
+	if (had_data) {
+		bool running = false;
+		if ((rc = run_predelete(c, x, "deleteActions", "delete", &running)) || running)
+			return rc;
 	}
 	dp_error_clear();
-	ctl_res_free(&as);
 	const char *pol = js(x->spec, "deletionPolicy");
 	bool retain = pol && strcmp(pol, "Retain") == 0;
 	if (had_data && !retain && (rc = remove_data(c, x))) {
@@ -874,6 +895,60 @@ static int delete_step(dp_ctl *c, ctl_res *x, bool *final)
 	}
 	*final = true;
 	return rc;
+}
+
+/* ---- stopping a continuous backup ---- */
+
+int dp_ctl_backup_stop(dp_ctl *c, const char *name)
+{
+	ctl_res x;
+	int rc = ctl_load(c, DP_KIND_BACKUP, name, &x);
+	if (rc)
+		return rc;
+	if (!phase_is(x.status, "Running") || !continuous(x.status)) {
+		rc =
+		    dp_error_set(DP_EUSAGE,
+		                 "backup \"%s\" is not a running continuous backup: only those can "
+		                 "be stopped (delete it instead)",
+		                 name);
+	} else if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x.status, "stopRequested"))) {
+		cJSON_AddTrueToObject(x.status, "stopRequested");
+		if ((rc = ctl_save(c, &x)) == 0)
+			dp_catalog_event(c->cat, DP_KIND_BACKUP, name, "Normal", "Stopping",
+			                 "stop requested");
+	}
+	ctl_res_free(&x);
+	return rc;
+}
+
+/* A continuous backup asked to stop: its archiver ends, the ActionSet's
+ * preDelete turns archiving off (the data stays), and it is Completed with
+ * the window it had. */
+static int stop_step(dp_ctl *c, ctl_res *x, bool *final)
+{
+	bool running = false;
+	int rc;
+	*final = false;
+	stop_workers(c, x);
+	ingest(c, x->status);
+	if ((rc = run_predelete(c, x, "stopActions", "stop", &running)) || running)
+		return rc;
+	int64_t now = dp_ctl_now(c), st = jtime(x->status, "startTimestamp");
+	jset_str(x->status, "phase", "Completed");
+	cJSON_DeleteItemFromObjectCaseSensitive(x->status, "stopRequested");
+	cJSON_DeleteItemFromObjectCaseSensitive(x->status, "recordStored");
+	jset_time(x->status, "completionTimestamp", now);
+	jset_num(x->status, "duration", (double)(now - (st ? st : now)));
+	int64_t ret = 0;
+	if (js(x->spec, "retentionPeriod") &&
+	    dp_duration_parse(&ret, js(x->spec, "retentionPeriod")) == 0 && ret > 0)
+		jset_time(x->status, "expiration", now + ret);
+	if ((rc = ctl_save(c, x)))
+		return rc;
+	dp_catalog_event(c->cat, DP_KIND_BACKUP, x->r.name, "Normal", "Completed",
+	                 "continuous backup stopped");
+	*final = true;
+	return store_record_once(c, x);
 }
 
 /* ---- the reconciler ---- */
@@ -898,6 +973,11 @@ int ctl_backup_reconcile(dp_ctl *c, const char *name, bool *final)
 		*final = true;
 		if (phase_is(x.status, "Completed"))
 			rc = store_record_once(c, &x);
+		goto out;
+	}
+	if (phase_is(x.status, "Running") &&
+	    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x.status, "stopRequested"))) {
+		rc = stop_step(c, &x, final);
 		goto out;
 	}
 	if (!js(x.status, "phase") || phase_is(x.status, "New")) {

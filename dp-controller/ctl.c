@@ -818,7 +818,8 @@ bool dp_ctl_status_final(dp_kind kind, const char *status_json)
 			fin = strcmp(ph, "Completed") == 0 || strcmp(ph, "Failed") == 0 ||
 			      (strcmp(ph, "Running") == 0 && js(s, "backupType") &&
 			       strcmp(js(s, "backupType"), "Continuous") == 0 &&
-			       cJSON_GetObjectItemCaseSensitive(s, "timeRange"));
+			       cJSON_GetObjectItemCaseSensitive(s, "timeRange") &&
+			       !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "stopRequested")));
 			break;
 		case DP_KIND_RESTORE:
 			fin = strcmp(ph, "Completed") == 0 || strcmp(ph, "Failed") == 0;

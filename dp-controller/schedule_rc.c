@@ -78,6 +78,38 @@ static bool method_continuous(dp_ctl *c, const char *policy, const char *method)
 	return cont;
 }
 
+/* Stops the running continuous backups of method that schedule made. */
+static int stop_continuous(dp_ctl *c, const char *schedule, const char *method)
+{
+	dp_resource *v = NULL;
+	size_t n = 0;
+	int rc = dp_catalog_list(c->cat, DP_KIND_BACKUP, &v, &n);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < n && !rc; i++) {
+		cJSON *sp = cJSON_Parse(v[i].spec), *st = cJSON_Parse(v[i].status),
+		      *meta = cJSON_Parse(v[i].meta);
+		const char *by =
+		    js(cJSON_GetObjectItemCaseSensitive(meta, "labels"), DP_LABEL_SCHEDULE);
+		if (by && strcmp(by, schedule) == 0 && js(sp, "backupMethod") &&
+		    strcmp(js(sp, "backupMethod"), method) == 0 && phase_in(st, "Running", NULL) &&
+		    js(st, "backupType") && strcmp(js(st, "backupType"), "Continuous") == 0 &&
+		    !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(st, "stopRequested"))) {
+			rc = dp_ctl_backup_stop(c, v[i].name);
+			if (rc == 0)
+				dp_catalog_event(c->cat, DP_KIND_BACKUP_SCHEDULE, schedule,
+				                 "Normal", "Stopped",
+				                 "%s disabled: stopping continuous backup %s",
+				                 method, v[i].name);
+		}
+		cJSON_Delete(sp);
+		cJSON_Delete(st);
+		cJSON_Delete(meta);
+	}
+	dp_resources_free(v, n);
+	return rc;
+}
+
 static bool exists(dp_ctl *c, const char *name)
 {
 	dp_resource r = {0};
@@ -117,6 +149,9 @@ int ctl_schedule_reconcile(dp_ctl *c, const char *name, bool *final)
 				jset_str(st, "phase", "Disabled");
 				changed = true;
 			}
+			/* A continuous backup this schedule started ends (Completed). */
+			if ((rc = stop_continuous(c, name, mn)))
+				goto out;
 			continue;
 		}
 		dp_cron cron;

@@ -126,6 +126,13 @@ int dp_ctl_restore_create(dp_ctl *c, const dp_ctl_restore_req *req, char *name_o
  * exclusive lock) and finally the record. */
 int dp_ctl_backup_delete(dp_ctl *c, const char *name, bool cascade);
 
+/* Stops a running continuous backup: its archiver ends, the ActionSet's
+ * preDelete runs (for PostgreSQL: archiving off), and it becomes Completed
+ * with the recoverable window it had; the data stays. DP_EUSAGE for any
+ * other backup. A BackupSchedule does this when its continuous entry is
+ * disabled. */
+int dp_ctl_backup_stop(dp_ctl *c, const char *name);
+
 /* Rebuilds Backups from the repository of BackupRepo repo_name (records
  * under catalog/ in it): each backup that is not in the catalog is
  * created with its recorded status (and its policy, if missing, pointing

@@ -173,6 +173,84 @@ START_TEST(failure_reason_and_retries)
 }
 END_TEST
 
+/* A continuous method: one long-lived backup at its first slot, the cron
+ * period as its refresh interval, no second one while it runs, and
+ * disabling the entry stops it (preDelete runs, Completed, worker gone). */
+static const char cont_fmt[] =
+    "apiVersion: dataprotection.dp.io/v1alpha1\n"
+    "kind: ActionSet\n"
+    "metadata: {name: t-wal, labels: {dataprotection.dp.io/engine: testdb}}\n"
+    "spec:\n"
+    "  backupType: Continuous\n"
+    "  env: [{name: RUNS, value: \"%s\"}]\n"
+    "  backup:\n"
+    "    backupData:\n"
+    "      command: [bash, -c, 'echo \"$DP_ARCHIVE_INTERVAL\" >>\"$RUNS/$DP_BACKUP_NAME\"; "
+    "printf \"{\\\"timeRange\\\":{\\\"start\\\":\\\"2026-03-01T00:00:00Z\\\",\\\"end\\\":"
+    "\\\"2026-03-01T00:35:00Z\\\"}}\" >\"$DP_BACKUP_INFO_FILE\"; while :; do sleep 0.2; done']\n"
+    "    preDelete:\n"
+    "      command: [bash, -c, 'echo stopped >\"$RUNS/$DP_BACKUP_NAME.stopped\"']\n"
+    "---\n"
+    "apiVersion: dataprotection.dp.io/v1alpha1\n"
+    "kind: BackupSchedule\n"
+    "metadata: {name: s}\n"
+    "spec:\n"
+    "  backupPolicyName: p\n"
+    "  schedules:\n"
+    "    - {backupMethod: wal, cronExpression: \"*/5 * * * *\", enabled: %s}\n";
+
+START_TEST(continuous_method_runs_once_and_stops_when_disabled)
+{
+	dp_ctl *c = fx_open();
+	fx_apply(c, cont_fmt, fx_runs, "true");
+	ck_assert_int_eq(dp_ctl_sync(c), 0);
+	fx_now = fx_t("2026-03-01T00:35:10Z");
+	fx_settle(c);
+	const char *name = "p-wal-20260301003500";
+	ck_assert(fx_exists(c, name));
+	char ph[64], buf[512];
+	fx_status(c, name, "phase", ph, sizeof(ph));
+	ck_assert_str_eq(ph, "Running");
+	dp_resource r = {0};
+	ck_assert_int_eq(dp_catalog_get(dp_ctl_catalog(c), DP_KIND_BACKUP, name, &r), 0);
+	ck_assert_msg(strstr(r.status, "\"archiveInterval\":300") &&
+	                  strstr(r.status, "\"end\":\"2026-03-01T00:35:00Z\""),
+	              "%s", r.status);
+	const char *p = strstr(r.status, "\"pid\":");
+	ck_assert_ptr_nonnull(p);
+	long pid = strtol(p + 6, NULL, 10);
+	dp_resource_clear(&r);
+	snprintf(buf, sizeof(buf), "%s/%s", fx_runs, name);
+	FILE *f = fopen(buf, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	ck_assert_str_eq(buf, "300s\n");
+	/* Later slots: still one continuous backup. */
+	fx_now = fx_t("2026-03-01T00:50:10Z");
+	fx_settle(c);
+	ck_assert_uint_eq(fx_count(c), 1);
+	ck_assert_int_eq(kill((pid_t)pid, 0), 0);
+	/* Disable: stopped, Completed, preDelete ran, the worker is gone. */
+	fx_apply(c, cont_fmt, fx_runs, "false");
+	fx_settle(c);
+	for (int i = 0; i < 40; i++) {
+		fx_status(c, name, "phase", ph, sizeof(ph));
+		if (strcmp(ph, "Completed") == 0)
+			break;
+		fx_settle(c);
+		fx_nap(50);
+	}
+	ck_assert_str_eq(ph, "Completed");
+	snprintf(buf, sizeof(buf), "%s/%s.stopped", fx_runs, name);
+	ck_assert_int_eq(access(buf, F_OK), 0);
+	waitpid((pid_t)pid, NULL, WNOHANG);
+	ck_assert_int_ne(kill((pid_t)pid, 0), 0);
+	ck_assert_uint_eq(fx_count(c), 1);
+	dp_ctl_close(c);
+}
+END_TEST
+
 /* The controller dies (SIGKILL) at a step; a new one must finish the slot
  * exactly once. */
 static void crash_at(const char *point)
@@ -256,6 +334,7 @@ static Suite *suite(void)
 	tcase_add_test(t, honours_starting_deadline);
 	tcase_add_test(t, no_concurrent_runs_of_a_policy);
 	tcase_add_test(t, failure_reason_and_retries);
+	tcase_add_test(t, continuous_method_runs_once_and_stops_when_disabled);
 	tcase_add_test(t, restart_after_schedule_created);
 	tcase_add_test(t, restart_after_backup_planned);
 	tcase_add_test(t, restart_after_action_launched);
