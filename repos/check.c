@@ -165,7 +165,7 @@ static int read_pack(struct ctx *c, dp_sealer *s, struct pack_obj *o, dp_buf *bu
 		problem(c, "pack \"%s\" is corrupted: its content hashes to %.16s...", key, hex);
 		return 0;
 	}
-	if (dp_pack_read_header(c->r, NULL, key, buf->data, buf->len, &locs, &n) != 0) {
+	if (dp_pack_read_header(c->r, NULL, key, buf->data, buf->len, buf->len, &locs, &n) != 0) {
 		problem(c, "%s", dp_error_last());
 		return 0;
 	}

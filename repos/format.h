@@ -193,10 +193,11 @@ int dp_packer_finish(dp_repo *r, dp_aead *a, dp_packer *k);
 void dp_packer_reset(dp_packer *k);
 void dp_packer_free(dp_packer *k);
 int dp_pack_key(char *key, size_t cap, const uint8_t id[DP_HASH_LEN]);
-/* Parses a pack's trailing header; entries appended to out as dp_blob_loc
- * (pack field left 0). */
-int dp_pack_read_header(dp_repo *r, dp_aead *a, const char *key, const uint8_t *pack, size_t len,
-                        dp_blob_loc **out, size_t *n);
+/* Parses a pack's header from tail, the last len bytes of a pack of
+ * pack_size bytes (the whole pack, or just its header and trailer); the
+ * entries are returned as dp_blob_loc (pack field left 0). */
+int dp_pack_read_header(dp_repo *r, dp_aead *a, const char *key, const uint8_t *tail, size_t len,
+                        uint64_t pack_size, dp_blob_loc **out, size_t *n);
 
 /* Snapshots. */
 typedef struct dp_snapshot {

@@ -70,17 +70,17 @@ int dp_pack_key(char *key, size_t cap, const uint8_t id[DP_HASH_LEN])
 	return (n < 0 || (size_t)n >= cap) ? DP_ERROR : 0;
 }
 
-int dp_pack_read_header(dp_repo *r, dp_aead *a, const char *key, const uint8_t *pack, size_t len,
-                        dp_blob_loc **out, size_t *n)
+int dp_pack_read_header(dp_repo *r, dp_aead *a, const char *key, const uint8_t *tail, size_t len,
+                        uint64_t pack_size, dp_blob_loc **out, size_t *n)
 {
 	dp_buf plain = {0};
 	int rc;
-	if (len < 4 + DP_SEAL_OVERHEAD)
+	if (len < 4 + DP_SEAL_OVERHEAD || len > pack_size)
 		return dp_error_set(DP_ECORRUPT, "pack \"%s\" is truncated", key);
-	uint32_t hlen = dp_get_u32(pack + len - 4);
+	uint32_t hlen = dp_get_u32(tail + len - 4);
 	if (hlen > len - 4 || hlen < DP_SEAL_OVERHEAD)
 		return dp_error_set(DP_ECORRUPT, "pack \"%s\" has a malformed header length", key);
-	if ((rc = dp_object_open(r, a, "pack-header", key, pack + len - 4 - hlen, hlen, &plain)))
+	if ((rc = dp_object_open(r, a, "pack-header", key, tail + len - 4 - hlen, hlen, &plain)))
 		return rc;
 	size_t count = plain.len / DP_PACK_ENTRY_LEN;
 	dp_blob_loc *v = NULL;
@@ -99,7 +99,7 @@ int dp_pack_read_header(dp_repo *r, dp_aead *a, const char *key, const uint8_t *
 		v[i].offset = dp_get_u32(e + 1 + DP_HASH_LEN);
 		v[i].length = dp_get_u32(e + 1 + DP_HASH_LEN + 4);
 		v[i].raw_length = dp_get_u32(e + 1 + DP_HASH_LEN + 8);
-		if ((uint64_t)v[i].offset + v[i].length > len - 4 - hlen) {
+		if ((uint64_t)v[i].offset + v[i].length > pack_size - 4 - hlen) {
 			rc = dp_error_set(DP_ECORRUPT, "pack \"%s\" header points past its data",
 			                  key);
 			goto out;

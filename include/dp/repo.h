@@ -144,6 +144,18 @@ typedef struct dp_check_report {
 int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_fn problem_fn,
                   void *arg);
 
+typedef struct dp_rebuild_report {
+	uint64_t packs; /* packs whose header was read */
+	uint64_t packs_skipped; /* unreadable headers, each reported */
+	uint64_t blobs; /* blobs in the new index */
+	uint64_t indexes_replaced; /* old index objects removed */
+} dp_rebuild_report;
+
+/* Rebuilds the index from the packs' own headers (two small ranged reads
+ * per pack) and replaces every index object with one new one: recovers a
+ * repository whose index objects were lost or damaged. Exclusive lock. */
+int dp_repo_rebuild_index(dp_repo *r, dp_rebuild_report *rep, dp_problem_fn problem_fn, void *arg);
+
 typedef struct dp_prune_report {
 	uint64_t packs_removed; /* whole packs no snapshot uses */
 	uint64_t packs_repacked; /* packs below the fill threshold, rewritten */

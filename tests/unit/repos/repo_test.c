@@ -392,6 +392,51 @@ START_TEST(newest_within_one_second)
 }
 END_TEST
 
+START_TEST(rebuild_index_recovers_lost_indexes)
+{
+	dp_repo *r = make_repo(16384, 256 * 1024);
+	size_t n = 3 * 1024 * 1024;
+	uint8_t *a = make_data(n, 31), *b = make_data(n, 32);
+	ck_assert(push_buf(r, "a", a, n, 65536, NULL) == 0);
+	ck_assert(push_buf(r, "b", b, n, 65536, NULL) == 0);
+	char cmd[PATH_MAX + 64];
+	snprintf(cmd, sizeof(cmd), "rm -f %s/index/*", repo_path);
+	ck_assert_int_eq(system(cmd), 0);
+	ck_assert_int_eq(dp_repo_check(r, false, NULL, NULL, NULL), DP_ECORRUPT);
+	dp_rebuild_report rep;
+	ck_assert_msg(dp_repo_rebuild_index(r, &rep, NULL, NULL) == 0, "%s", dp_error_last());
+	ck_assert_uint_gt(rep.packs, 2);
+	ck_assert_uint_eq(rep.packs_skipped, 0);
+	ck_assert_int_eq(dp_repo_check(r, true, NULL, NULL, NULL), 0);
+	uint8_t *back;
+	size_t bn;
+	ck_assert(pull_buf(r, "a", &back, &bn) == 0);
+	ck_assert(bn == n && memcmp(back, a, n) == 0);
+	free(back);
+	/* a damaged pack header is reported and skipped, the rest indexed */
+	char key[PATH_MAX], path[PATH_MAX + 64];
+	dp_backend *be = dp_repo_backend(r);
+	be->list(be, "data/", find_pack, key);
+	snprintf(path, sizeof(path), "%s/%s", repo_path, key);
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	int fd = open(path, O_RDWR);
+	uint8_t byte;
+	ck_assert_int_eq(pread(fd, &byte, 1, st.st_size - 10), 1);
+	byte ^= 0x80;
+	ck_assert_int_eq(pwrite(fd, &byte, 1, st.st_size - 10), 1);
+	close(fd);
+	dp_buf msgs = {0};
+	ck_assert_int_eq(dp_repo_rebuild_index(r, &rep, problems, &msgs), 0);
+	ck_assert_uint_eq(rep.packs_skipped, 1);
+	ck_assert_msg(strstr((char *)msgs.data, key) != NULL, "%s", (char *)msgs.data);
+	dp_buf_free(&msgs);
+	free(a);
+	free(b);
+	dp_repo_free(r);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("repos/repo");
@@ -410,6 +455,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, small_files);
 	tcase_add_test(tc, pack_cut_in_header_is_reported);
 	tcase_add_test(tc, newest_within_one_second);
+	tcase_add_test(tc, rebuild_index_recovers_lost_indexes);
 	suite_add_tcase(s, tc);
 	return s;
 }
