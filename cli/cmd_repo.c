@@ -322,7 +322,7 @@ static int repo_check(int argc, char **argv)
 		       rep.unreferenced_packs, S(rep.unreferenced_packs));
 	else if (rep.unreferenced_packs)
 		printf("packs in no index: %" PRIu64 " (they may hold data the problems above "
-		       "miss: keep them)\n",
+		       "miss: keep them; 'dp repo repair-index' rebuilds the index from them)\n",
 		       rep.unreferenced_packs);
 	printf("%s: %" PRIu64 " problem%s\n", rc ? "FAILED" : "ok", st.problems,
 	       st.problems == 1 ? "" : "s");
