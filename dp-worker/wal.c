@@ -854,6 +854,9 @@ int dp_worker_stream_push(int argc, char **argv)
 		rc = dp_error_set(DP_EUSAGE, "standard input is a terminal: pipe the data in");
 		goto out;
 	}
+	/* A bigger pipe buffer means fewer, larger reads (and wake-ups) when a
+	 * producer streams hundreds of MB/s into us; best effort. */
+	(void)fcntl(STDIN_FILENO, F_SETPIPE_SZ, 1 << 20);
 	if ((rc = dp_worker_open_repo(&repo, &c)) ||
 	    (rc = dp_push_begin(&push, repo, name, "stream")))
 		goto out;

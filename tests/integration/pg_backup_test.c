@@ -187,9 +187,16 @@ START_TEST(in_place_restore)
 	                 "CREATE TABLE later(x int PRIMARY KEY); INSERT INTO later VALUES (1)"));
 	int pid_before = dp_pg_pid(&pg);
 
+	/* The ActionSet path: prepareData then postReady, driven by the DP_*
+	 * environment alone. */
 	dp_test_result r;
-	int st = dp_pg_script(&r, &pg, "bash $S/restore.sh --backup pg-ip-1 --in-place");
-	ck_assert_msg(st == 0, "in-place restore failed (%d): %s", st, r.err);
+	int st = dp_pg_script(
+	    &r, &pg, "DP_BACKUP_NAME=pg-ip-1 DP_RESTORE_IN_PLACE=true bash $S/restore.sh prepare");
+	ck_assert_msg(st == 0, "in-place prepare failed (%d): %s", st, r.err);
+	dp_test_result_free(&r);
+	ck_assert(!dp_pg_running(&pg)); /* swapped in, not started yet */
+	st = dp_pg_script(&r, &pg, "DP_RESTORE_IN_PLACE=true bash $S/restore.sh ready");
+	ck_assert_msg(st == 0, "in-place ready failed (%d): %s", st, r.err);
 	dp_test_result_free(&r);
 	ck_assert(dp_pg_running(&pg));
 	ck_assert_int_ne(dp_pg_pid(&pg), pid_before);
