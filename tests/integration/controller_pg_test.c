@@ -338,6 +338,55 @@ START_TEST(daemon_and_api)
 			usleep(200000);
 	}
 	ck_assert_msg(done, "the daemon did not complete the API's backup");
+	/* kill -9 while a backup runs; a new daemon finishes it exactly once. */
+	dp_ok("hand over", "backup --policy pg --name %s", "killed-daemon");
+	bool running = false;
+	for (int i = 0; i < 500 && !running; i++) {
+		ck_assert_int_eq(dp_test_run(&r,
+		                             "'%s' get backup killed-daemon -o json | jq -r "
+		                             ".status.phase",
+		                             dp_test_bin("dp")),
+		                 0);
+		running = strncmp(r.out, "Running", 7) == 0;
+		ck_assert_msg(strncmp(r.out, "Completed", 9) != 0,
+		              "the backup ended before the kill");
+		dp_test_result_free(&r);
+		if (!running)
+			usleep(10000);
+	}
+	ck_assert_msg(running, "the backup never ran");
+	ck_assert_int_eq(kill((pid_t)pid, SIGKILL), 0);
+	for (int i = 0; i < 100 && kill((pid_t)pid, 0) == 0; i++)
+		usleep(50000);
+	ck_assert_int_eq(dp_test_run(&r,
+	                             "runuser -u nobody -- '%s' --listen 127.0.0.1:0 --sync-ms 300 "
+	                             "</dev/null >%s 2>&1 & echo $!",
+	                             dp_test_bin("dp-controller"), log),
+	                 0);
+	dp_test_result_free(&r);
+	ck_assert_msg(daemon_pid(log, &port) && port > 0, "dp-controller did not restart");
+	f = fopen(pidf, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fscanf(f, "%ld", &pid), 1);
+	fclose(f);
+	st = dp(&r, "backup --policy pg --name after-restart --wait --timeout 120");
+	ck_assert_msg(st == 0 && strstr(r.out, "Completed"), "%d\n%s\n%s", st, r.out, r.err);
+	dp_test_result_free(&r);
+	ck_assert_int_eq(dp_test_run(&r,
+	                             "'%s' get backup killed-daemon -o json | jq -r .status.phase",
+	                             dp_test_bin("dp")),
+	                 0);
+	ck_assert_str_eq(r.out, "Completed\n");
+	dp_test_result_free(&r);
+	ck_assert_int_eq(
+	    dp_test_run(&r,
+	                "DP_REPO=%s DP_REPO_PASSPHRASE=$DP_TEST_PASS runuser -u nobody -- "
+	                "'%s' ls --json | jq '[.[] | select(.name == \"killed-daemon\")] "
+	                "| length'",
+	                repo, dp_test_bin("dp-worker")),
+	    0);
+	ck_assert_msg(strcmp(r.out, "1\n") == 0, "snapshots of killed-daemon: %s %s", r.out, r.err);
+	dp_test_result_free(&r);
 	/* SIGTERM: clean stop. */
 	ck_assert_int_eq(kill((pid_t)pid, SIGTERM), 0);
 	bool gone = false;
