@@ -202,6 +202,16 @@ static int validate(dp_ctl *c, ctl_res *x, char *reason, size_t rl)
 		         phase_is(bk.status, "Running") ? " yet (wait for it)" : "");
 		goto out;
 	}
+	if (!rt && cont) {
+		snprintf(reason, rl,
+		         "backup \"%s\" is continuous: give the point in time to restore to "
+		         "(--time, spec.restoreTime) inside its window %s .. %s, or restore a full "
+		         "backup",
+		         bname, js(tr, "start") ? js(tr, "start") : "?",
+		         phase_is(bk.status, "Running") ? "now"
+		                                        : (js(tr, "end") ? js(tr, "end") : "?"));
+		goto out;
+	}
 	if (rt && !cont) {
 		snprintf(reason, rl,
 		         "spec.restoreTime needs a continuous backup; backup \"%s\" is %s (restore "

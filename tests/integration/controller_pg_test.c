@@ -260,6 +260,15 @@ START_TEST(embedded_backup_pitr_import_restore)
 	                 0);
 	ck_assert_msg(!strstr(r.out, wal), "%s still listed: %s", wal, r.out);
 	dp_test_result_free(&r);
+
+	/* In place: the server's own directory goes back to the full backup. */
+	st = dp(&r, "restore --backup %s --in-place", full);
+	ck_assert_msg(st == 0 && strstr(r.out, "Completed"), "in place: %d\n%s\n%s", st, r.out,
+	              r.err);
+	dp_test_result_free(&r);
+	got = dp_pg_query(&pg, "SELECT count(*) FROM t");
+	ck_assert_str_eq(got, "5000");
+	free(got);
 }
 END_TEST
 
