@@ -170,7 +170,6 @@ static int read_pack(struct ctx *c, dp_sealer *s, struct pack_obj *o, dp_buf *bu
 		return 0;
 	}
 	for (size_t i = 0; i < n; i++) {
-		c->rep->blobs++;
 		if (locs[i].raw_length > c->r->chunk_max ||
 		    dp_blob_open(s, locs[i].id, buf->data + locs[i].offset, locs[i].length, raw,
 		                 locs[i].raw_length, true) != 0) {
@@ -193,19 +192,29 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 	dp_lock *lock = NULL;
 	dp_sealer *s = NULL;
 	uint8_t *raw = NULL;
+	char **snap_keys = NULL;
+	size_t nsnap_keys = 0;
 	memset(c.rep, 0, sizeof(*c.rep));
 	int rc = dp_lock_acquire(&lock, r, false, "check");
 	if (rc)
 		return rc;
 
-	if ((rc = r->b->list(r->b, "data/", add_pack, &c)))
+	/* List in the reverse of the order a push writes (packs, index,
+	 * snapshot): a push that commits while check runs then never looks
+	 * like damage. */
+	if ((rc = r->b->list(r->b, "snapshots/", add_key, &c)))
+		goto out;
+	snap_keys = c.keys;
+	nsnap_keys = c.nkeys;
+	c.keys = NULL;
+	c.nkeys = c.keys_cap = 0;
+	if ((rc = r->b->list(r->b, "index/", add_key, &c)) ||
+	    (rc = r->b->list(r->b, "data/", add_pack, &c)))
 		goto out;
 	if (c.npacks)
 		qsort(c.packs, c.npacks, sizeof(*c.packs), cmp_pack);
 
 	/* Indexes, one by one, so that each bad one is reported. */
-	if ((rc = r->b->list(r->b, "index/", add_key, &c)))
-		goto out;
 	for (size_t i = 0; i < c.nkeys; i++) {
 		c.rep->indexes++;
 		dp_buf_reset(&plain);
@@ -253,11 +262,9 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 	c.rep->blobs = ix.count;
 
 	/* Snapshots: every blob indexed. */
-	if ((rc = r->b->list(r->b, "snapshots/", add_key, &c)))
-		goto out;
-	for (size_t i = 0; i < c.nkeys; i++) {
+	for (size_t i = 0; i < nsnap_keys; i++) {
 		dp_snapshot snap;
-		const char *id = c.keys[i] + strlen("snapshots/");
+		const char *id = snap_keys[i] + strlen("snapshots/");
 		c.rep->snapshots++;
 		rc = dp_snapshot_load(r, id, &snap);
 		if (rc == DP_ERROR || rc == DP_ETRANSIENT)
@@ -276,7 +283,6 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 		dp_snapshot_free(&snap);
 	}
 	rc = 0;
-	free_keys(&c);
 
 	if (read_data) {
 		if ((rc = dp_sealer_new(&s, r)))
@@ -302,6 +308,9 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 		                  (unsigned long long)c.rep->errors, c.rep->errors == 1 ? "" : "s");
 out:
 	free_keys(&c);
+	for (size_t i = 0; i < nsnap_keys; i++)
+		free(snap_keys[i]);
+	free(snap_keys);
 	free(c.packs);
 	free(raw);
 	dp_sealer_free(s);

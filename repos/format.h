@@ -70,6 +70,7 @@
 #define DP_MASTER_LEN (3 * DP_KEY_LEN)
 #define DP_PACK_ENTRY_LEN (1 + DP_HASH_LEN + 12)
 #define DP_INDEX_ENTRY_LEN (DP_HASH_LEN + 12)
+#define DP_INDEX_MAX_ENTRIES (1u << 20)
 #define DP_SNAP_ENTRY_LEN (DP_HASH_LEN + 4)
 #define DP_LOCK_STALE_SECONDS 300
 #define DP_LOCK_REFRESH_SECONDS 60
@@ -95,14 +96,13 @@ int dp_index_add_pack(dp_index *ix, const uint8_t pack_id[DP_HASH_LEN], uint32_t
 int dp_index_add(dp_index *ix, const dp_blob_loc *loc, bool *added);
 const dp_blob_loc *dp_index_find(const dp_index *ix, const uint8_t id[DP_HASH_LEN]);
 void dp_index_free(dp_index *ix);
-/* Serialises the blobs of ix grouped by pack (index plaintext above). */
-int dp_index_encode(const dp_index *ix, dp_buf *out);
 /* Parses an index plaintext into ix. */
 int dp_index_decode(dp_index *ix, const uint8_t *p, size_t len);
 /* Loads every index/ object of the repository into ix; with ids_out, also
  * returns the keys of the index objects read (caller frees each and the array). */
 int dp_index_load(dp_repo *r, dp_index *ix, char ***keys_out, size_t *nkeys_out);
-/* Seals and writes ix as a new index object. */
+/* Seals and writes ix as new index objects (index plaintext above), several
+ * if it has more than DP_INDEX_MAX_ENTRIES blobs. */
 int dp_index_write(dp_repo *r, const dp_index *ix, uint64_t *bytes_out);
 
 /* ---- the repository handle ---- */
@@ -207,6 +207,9 @@ typedef struct dp_snapshot {
 	uint32_t *raw_lengths;
 } dp_snapshot;
 int dp_snapshot_load(dp_repo *r, const char *id_hex, dp_snapshot *out);
+/* Like dp_snapshot_list, but an unreadable snapshot is an error instead of
+ * a warning (prune must know every snapshot before it deletes anything). */
+int dp_snapshot_list_strict(dp_repo *r, dp_snapshot_info **out, size_t *n);
 void dp_snapshot_free(dp_snapshot *s);
 int dp_snapshot_encode(const dp_snapshot_info *info, const uint8_t *entries, size_t n, dp_buf *out);
 /* Resolves name_or_id to a full snapshot id. */
@@ -216,6 +219,10 @@ int dp_validate_name(const char *name);
 /* Locks. */
 typedef struct dp_lock dp_lock;
 int dp_lock_acquire(dp_lock **out, dp_repo *r, bool exclusive, const char *what);
+/* 0 if the lock is still ours (its object exists and was refreshed
+ * recently); DP_ELOCKED with a message if it may have been taken from us.
+ * Call before committing anything that relies on the lock. */
+int dp_lock_check(dp_lock *l);
 void dp_lock_release(dp_lock *l);
 
 /* Threads for the pipelines: r->threads, or the number of cores. */

@@ -104,14 +104,41 @@ void dp_index_free(dp_index *ix)
 	memset(ix, 0, sizeof(*ix));
 }
 
-int dp_index_encode(const dp_index *ix, dp_buf *out)
+/* Appends one index object's plaintext for packs [p0, p1) to out. */
+static void encode_packs(const dp_index *ix, const uint32_t *count, const size_t *start,
+                         const dp_blob_loc **order, size_t p0, size_t p1, dp_buf *out)
+{
+	size_t used = 0;
+	for (size_t p = p0; p < p1; p++)
+		used += count[p] != 0;
+	dp_buf_append(out, "DPI1", 4);
+	dp_buf_put_u32(out, (uint32_t)used);
+	for (size_t p = p0; p < p1; p++) {
+		if (!count[p])
+			continue;
+		dp_buf_append(out, ix->packs[p], DP_HASH_LEN);
+		dp_buf_put_u32(out, count[p]);
+		for (size_t k = start[p]; k < start[p] + count[p]; k++) {
+			const dp_blob_loc *l = order[k];
+			dp_buf_append(out, l->id, DP_HASH_LEN);
+			dp_buf_put_u32(out, l->offset);
+			dp_buf_put_u32(out, l->length);
+			dp_buf_put_u32(out, l->raw_length);
+		}
+	}
+}
+
+int dp_index_write(dp_repo *r, const dp_index *ix, uint64_t *bytes_out)
 {
 	int rc = 0;
-	/* Group by pack: count, then bucket. */
+	dp_buf plain = {0};
+	char id[DP_ID_HEX];
+	/* Group by pack: count, then bucket (one pass over the table). */
 	uint32_t *count = calloc(ix->npacks + 1, sizeof(*count));
 	const dp_blob_loc **order = malloc((ix->count + 1) * sizeof(*order));
 	size_t *start = calloc(ix->npacks + 1, sizeof(*start));
-	if (!count || !order || !start) {
+	size_t *fill = calloc(ix->npacks + 1, sizeof(*fill));
+	if (!count || !order || !start || !fill) {
 		rc = dp_error_set(DP_ERROR, "out of memory");
 		goto out;
 	}
@@ -120,35 +147,32 @@ int dp_index_encode(const dp_index *ix, dp_buf *out)
 			count[ix->slots[i].pack]++;
 	for (size_t p = 1; p <= ix->npacks; p++)
 		start[p] = start[p - 1] + count[p - 1];
+	memcpy(fill, start, (ix->npacks + 1) * sizeof(*fill));
 	for (size_t i = 0; i < ix->cap; i++)
 		if (ix->slots[i].pack != EMPTY)
-			order[start[ix->slots[i].pack]++] = &ix->slots[i];
-	size_t used = 0;
-	for (size_t p = 0; p < ix->npacks; p++)
-		used += count[p] != 0;
-	if ((rc = dp_buf_reserve(out,
-	                         8 + used * (DP_HASH_LEN + 4) + ix->count * DP_INDEX_ENTRY_LEN)))
-		goto out;
-	dp_buf_append(out, "DPI1", 4);
-	dp_buf_put_u32(out, (uint32_t)used);
-	size_t k = 0;
-	for (size_t p = 0; p < ix->npacks; p++) {
-		if (!count[p])
-			continue;
-		dp_buf_append(out, ix->packs[p], DP_HASH_LEN);
-		dp_buf_put_u32(out, count[p]);
-		for (uint32_t j = 0; j < count[p]; j++, k++) {
-			const dp_blob_loc *l = order[k];
-			dp_buf_append(out, l->id, DP_HASH_LEN);
-			dp_buf_put_u32(out, l->offset);
-			dp_buf_put_u32(out, l->length);
-			dp_buf_put_u32(out, l->raw_length);
-		}
+			order[fill[ix->slots[i].pack]++] = &ix->slots[i];
+	/* Objects of at most DP_INDEX_MAX_ENTRIES blobs (~45 MiB), far below
+	 * what one sealed object can hold, and small enough to read in one go. */
+	for (size_t p0 = 0; p0 < ix->npacks;) {
+		size_t p1 = p0, n = 0;
+		while (p1 < ix->npacks && (p1 == p0 || n + count[p1] <= DP_INDEX_MAX_ENTRIES))
+			n += count[p1++];
+		dp_buf_reset(&plain);
+		if ((rc = dp_buf_reserve(&plain, 8 + (p1 - p0) * (DP_HASH_LEN + 4) +
+		                                     n * DP_INDEX_ENTRY_LEN)))
+			goto out;
+		encode_packs(ix, count, start, order, p0, p1, &plain);
+		if (n && (rc = dp_object_write(r, "index", "index", plain.data, plain.len, id,
+		                               bytes_out)))
+			goto out;
+		p0 = p1;
 	}
 out:
 	free(count);
 	free(order);
 	free(start);
+	free(fill);
+	dp_buf_free(&plain);
 	return rc;
 }
 
@@ -227,16 +251,5 @@ int dp_index_load(dp_repo *r, dp_index *ix, char ***keys_out, size_t *nkeys_out)
 	for (size_t i = 0; i < c.n; i++)
 		free(c.keys[i]);
 	free(c.keys);
-	return rc;
-}
-
-int dp_index_write(dp_repo *r, const dp_index *ix, uint64_t *bytes_out)
-{
-	dp_buf plain = {0};
-	char id[DP_ID_HEX];
-	int rc = dp_index_encode(ix, &plain);
-	if (!rc)
-		rc = dp_object_write(r, "index", "index", plain.data, plain.len, id, bytes_out);
-	dp_buf_free(&plain);
 	return rc;
 }

@@ -7,9 +7,18 @@
  * heartbeat is older than DP_LOCK_STALE_SECONDS. The holder rewrites its
  * lock every DP_LOCK_REFRESH_SECONDS from a small thread.
  *
+ * "Same host" is not enough to trust a pid: containers share host names but
+ * not pid namespaces. A lock records its node (boot id and pid namespace);
+ * a pid is only probed when the node is ours.
+ *
  * Two lockers racing are resolved by writing first and then looking again:
  * a locker that sees a conflicting lock after writing its own withdraws
  * and retries after a random pause.
+ *
+ * A holder whose lock was removed by someone who thought it dead (a process
+ * paused past the stale limit, a heartbeat that kept failing) must not
+ * carry on as if it still held it: the heartbeat stops rewriting a lock it
+ * finds gone, and dp_lock_check tells the holder before it commits anything.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -36,19 +45,45 @@ struct dp_lock {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool stop;
+	bool lost; /* the lock object vanished under us */
+	time_t last_ok; /* last successful write of the lock */
 };
+
+/* "<boot id>/<pid namespace>": who can interpret our pids. */
+static void node_id(char *out, size_t cap)
+{
+	char boot[64] = "", ns[64] = "";
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+	if (f) {
+		if (!fgets(boot, sizeof(boot), f))
+			boot[0] = 0;
+		fclose(f);
+		boot[strcspn(boot, "\n")] = 0;
+	}
+	ssize_t n = readlink("/proc/self/ns/pid", ns, sizeof(ns) - 1);
+	ns[n > 0 ? n : 0] = 0;
+	snprintf(out, cap, "%s/%s", boot, ns);
+}
 
 static int lock_write(dp_lock *l)
 {
 	dp_buf b = {0};
+	char node[160];
+	node_id(node, sizeof(node));
+	time_t now = time(NULL);
 	int rc = dp_buf_appendf(&b,
-	                        "{\"exclusive\":%s,\"host\":\"%s\",\"pid\":%ld,\"time\":%lld,"
-	                        "\"what\":\"%s\"}\n",
-	                        l->exclusive ? "true" : "false", l->r->host, (long)getpid(),
-	                        (long long)time(NULL), l->what);
+	                        "{\"exclusive\":%s,\"host\":\"%s\",\"node\":\"%s\",\"pid\":%ld,"
+	                        "\"time\":%lld,\"what\":\"%s\"}\n",
+	                        l->exclusive ? "true" : "false", l->r->host, node, (long)getpid(),
+	                        (long long)now, l->what);
 	if (!rc)
 		rc = l->r->b->put(l->r->b, l->key, b.data, b.len);
 	dp_buf_free(&b);
+	if (!rc) {
+		pthread_mutex_lock(&l->mu);
+		l->last_ok = now;
+		pthread_mutex_unlock(&l->mu);
+	}
 	return rc;
 }
 
@@ -80,13 +115,17 @@ static int scan_one(const char *key, uint64_t size, void *arg)
 	const cJSON *pid = cJSON_GetObjectItemCaseSensitive(j, "pid");
 	const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "time");
 	const cJSON *what = cJSON_GetObjectItemCaseSensitive(j, "what");
+	const cJSON *node = cJSON_GetObjectItemCaseSensitive(j, "node");
+	char mynode[160];
+	node_id(mynode, sizeof(mynode));
 	bool stale;
 	if (!cJSON_IsString(host) || !cJSON_IsNumber(pid) || !cJSON_IsNumber(t)) {
 		stale = true; /* unreadable: left by a broken writer */
 	} else {
 		long long age = (long long)time(NULL) - (long long)t->valuedouble;
-		bool same_host = strcmp(host->valuestring, l->r->host) == 0;
-		bool dead = same_host && kill((pid_t)pid->valuedouble, 0) != 0 && errno == ESRCH;
+		bool same_node = strcmp(host->valuestring, l->r->host) == 0 &&
+		                 cJSON_IsString(node) && strcmp(node->valuestring, mynode) == 0;
+		bool dead = same_node && kill((pid_t)pid->valuedouble, 0) != 0 && errno == ESRCH;
 		stale = dead || age > DP_LOCK_STALE_SECONDS;
 	}
 	if (stale) {
@@ -124,7 +163,19 @@ static void *heartbeat(void *arg)
 		if (l->stop)
 			break;
 		pthread_mutex_unlock(&l->mu);
-		if (lock_write(l) != 0)
+		uint64_t size;
+		int rc = l->r->b->stat(l->r->b, l->key, &size);
+		if (rc == DP_ENOTFOUND) {
+			/* Someone judged us dead and removed it: rewriting it would
+			 * hide that. The holder learns it from dp_lock_check. */
+			dp_warn("lock \"%s\" was removed by another process", l->key);
+			pthread_mutex_lock(&l->mu);
+			l->lost = true;
+			break;
+		}
+		if (rc == 0)
+			rc = lock_write(l);
+		if (rc != 0)
 			dp_warn("could not refresh lock \"%s\": %s", l->key, dp_error_last());
 		pthread_mutex_lock(&l->mu);
 	}
@@ -192,6 +243,34 @@ fail:
 	pthread_cond_destroy(&l->cv);
 	free(l);
 	return rc;
+}
+
+int dp_lock_check(dp_lock *l)
+{
+	uint64_t size;
+	pthread_mutex_lock(&l->mu);
+	bool lost = l->lost;
+	long long age = (long long)(time(NULL) - l->last_ok);
+	pthread_mutex_unlock(&l->mu);
+	if (!lost && age < DP_LOCK_STALE_SECONDS / 2) {
+		int rc = l->r->b->stat(l->r->b, l->key, &size);
+		if (rc && rc != DP_ENOTFOUND)
+			return rc;
+		lost = rc == DP_ENOTFOUND;
+	}
+	if (lost)
+		return dp_error_set(DP_ELOCKED,
+		                    "this %s lost its lock: another process judged it dead and "
+		                    "removed it, so data it relied on may be gone; nothing was "
+		                    "committed: run it again",
+		                    l->what);
+	if (age >= DP_LOCK_STALE_SECONDS / 2)
+		return dp_error_set(DP_ELOCKED,
+		                    "this %s could not refresh its lock for %llds, so other "
+		                    "processes may have judged it dead; nothing was committed: run "
+		                    "it again",
+		                    l->what, age);
+	return 0;
 }
 
 void dp_lock_release(dp_lock *l)

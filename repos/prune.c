@@ -60,6 +60,14 @@ static int cmp_pk(const void *a, const void *b)
 	return memcmp(a, b, DP_HASH_LEN);
 }
 
+static int cmp_loc(const void *a, const void *b)
+{
+	const dp_blob_loc *x = a, *y = b;
+	if (x->pack != y->pack)
+		return x->pack < y->pack ? -1 : 1;
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
 /* Writes the packer's pack and records its blobs in nix. */
 static int flush(dp_repo *r, dp_packer *k, dp_index *nix, dp_prune_report *rep)
 {
@@ -99,6 +107,8 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 	size_t nsnaps = 0;
 	dp_packer k = {0};
 	dp_buf buf = {0};
+	dp_blob_loc *live = NULL;
+	size_t nlive = 0;
 	dp_sealer *s = NULL;
 	uint8_t *raw = NULL;
 	char key[100];
@@ -110,8 +120,11 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 		return rc;
 
 	/* Mark. */
-	if ((rc = dp_snapshot_list(r, &snaps, &nsnaps)))
+	if ((rc = dp_snapshot_list_strict(r, &snaps, &nsnaps))) {
+		dp_error_prefix("prune stopped, nothing was removed (remove a damaged snapshot "
+		                "with 'dp-worker rm ID')");
 		goto out;
+	}
 	for (size_t i = 0; i < nsnaps; i++) {
 		dp_snapshot snap;
 		if ((rc = dp_snapshot_load(r, snaps[i].id, &snap))) {
@@ -138,19 +151,26 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 		if (p)
 			p->indexed = true;
 	}
-	size_t live_blobs = 0;
+	/* The live blobs, each tagged with its pack's position in c.v, then
+	 * sorted by pack and offset: one pass per pack below, whatever the
+	 * repository's size, and repacking reads each pack once. */
+	live = malloc((ix.count + 1) * sizeof(*live));
+	if (!live) {
+		rc = dp_error_set(DP_ERROR, "out of memory");
+		goto out;
+	}
 	for (size_t i = 0; i < ix.cap; i++) {
-		const dp_blob_loc *l = &ix.slots[i];
-		if (l->pack == UINT32_MAX)
+		dp_blob_loc l = ix.slots[i];
+		if (l.pack == UINT32_MAX)
 			continue;
-		if (!dp_index_find(&used, l->id)) {
+		if (!dp_index_find(&used, l.id)) {
 			rep->blobs_removed++;
 			continue;
 		}
-		struct pk *p = bsearch(ix.packs[l->pack], c.v, c.n, sizeof(*c.v), cmp_pk);
+		struct pk *p = bsearch(ix.packs[l.pack], c.v, c.n, sizeof(*c.v), cmp_pk);
 		if (!p) {
 			char hex[DP_ID_HEX];
-			dp_hex(hex, ix.packs[l->pack], DP_HASH_LEN);
+			dp_hex(hex, ix.packs[l.pack], DP_HASH_LEN);
 			rc = dp_error_set(
 			    DP_ECORRUPT,
 			    "prune stopped, nothing was removed: pack %s holds live data "
@@ -158,15 +178,16 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 			    hex);
 			goto out;
 		}
-		p->live += l->length;
-		live_blobs++;
+		p->live += l.length;
+		l.pack = (uint32_t)(p - c.v);
+		live[nlive++] = l;
 	}
-	if (live_blobs < used.count) {
+	if (nlive < used.count) {
 		rc =
 		    dp_error_set(DP_ECORRUPT,
 		                 "prune stopped, nothing was removed: %zu blobs that snapshots use "
 		                 "are in no index; run 'dp repo check'",
-		                 used.count - live_blobs);
+		                 used.count - nlive);
 		goto out;
 	}
 	bool change = nikeys > 1;
@@ -180,6 +201,8 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 	change |= rep->blobs_removed > 0;
 	if (!change)
 		goto out;
+	if (nlive)
+		qsort(live, nlive, sizeof(*live), cmp_loc);
 
 	/* Sweep 1: repack. */
 	if ((rc = dp_sealer_new(&s, r)))
@@ -194,10 +217,11 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 		if ((rc = dp_index_add_pack(&nix, c.v[i].id, &c.v[i].newidx)))
 			goto out;
 	}
-	for (size_t pi = 0; pi < ix.npacks; pi++) {
-		struct pk *p = bsearch(ix.packs[pi], c.v, c.n, sizeof(*c.v), cmp_pk);
-		if (!p || (!p->keep && !p->repack))
-			continue;
+	for (size_t at = 0; at < nlive;) {
+		struct pk *p = &c.v[live[at].pack];
+		size_t end = at;
+		while (end < nlive && live[end].pack == live[at].pack)
+			end++;
 		if (p->repack) {
 			dp_pack_key(key, sizeof(key), p->id);
 			dp_buf_reset(&buf);
@@ -205,10 +229,8 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 				goto out;
 			rep->packs_repacked++;
 		}
-		for (size_t i = 0; i < ix.cap; i++) {
-			dp_blob_loc l = ix.slots[i];
-			if (l.pack != pi || !dp_index_find(&used, l.id))
-				continue;
+		for (; at < end; at++) {
+			dp_blob_loc l = live[at];
 			if (p->keep) {
 				l.pack = p->newidx;
 				if ((rc = dp_index_add(&nix, &l, NULL)))
@@ -236,6 +258,10 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 	if ((rc = flush(r, &k, &nix, rep)))
 		goto out;
 
+	/* Nothing is deleted unless the lock is still ours: a prune judged dead
+	 * (paused past the stale limit) may have pushes running beside it. */
+	if ((rc = dp_lock_check(lock)))
+		goto out;
 	/* Sweep 2 and 3: the new index, then the old ones go. */
 	if (nix.count && (rc = dp_index_write(r, &nix, NULL)))
 		goto out;
@@ -244,6 +270,8 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 			goto out;
 
 	/* Sweep 4: packs. */
+	if ((rc = dp_lock_check(lock)))
+		goto out;
 	for (size_t i = 0; i < c.n; i++) {
 		if (c.v[i].keep)
 			continue;
@@ -259,6 +287,7 @@ out:
 		free(ikeys[i]);
 	free(ikeys);
 	free(c.v);
+	free(live);
 	free(raw);
 	dp_sealer_free(s);
 	dp_packer_free(&k);

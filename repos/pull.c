@@ -241,6 +241,8 @@ const dp_snapshot_info *dp_pull_info(const dp_pull *p)
 
 int dp_pull_read(dp_pull *p, void *buf, size_t cap, size_t *got)
 {
+	if (cap == 0) /* *got == 0 would read as the end */
+		return dp_error_set(DP_EUSAGE, "dp_pull_read needs room for at least one byte");
 	uint8_t *o = buf;
 	size_t n = 0;
 	int rc = 0;

@@ -18,6 +18,7 @@
  * own condition variable. The first error anywhere is kept (code and
  * message) and stops every stage; the caller gets it from write or commit.
  */
+#include <cjson/cJSON.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -53,6 +54,8 @@ struct dp_push {
 	dp_index known; /* the repository's index when the push began (read only) */
 	dp_index pending; /* ids of blobs this push stores (locations unused) */
 	dp_index written; /* new blobs with their packs, for the new index */
+	char **known_keys; /* the index objects "known" came from */
+	size_t nknown_keys;
 	struct timespec t0;
 
 	pthread_mutex_t mu;
@@ -230,7 +233,10 @@ static void *committer_main(void *arg)
 		pthread_cond_broadcast(&p->cv_free);
 		pthread_mutex_unlock(&p->mu);
 	}
-	if (k && k->k.nlocs && !p->failed) {
+	pthread_mutex_lock(&p->mu);
+	bool failed = p->failed;
+	pthread_mutex_unlock(&p->mu);
+	if (k && k->k.nlocs && !failed) {
 		rc = pack_finish(p, a, k);
 		k = NULL;
 	}
@@ -313,6 +319,9 @@ static void push_free(dp_push *p)
 	free(p->packs);
 	free(p->workers);
 	dp_index_free(&p->known);
+	for (size_t i = 0; i < p->nknown_keys; i++)
+		free(p->known_keys[i]);
+	free(p->known_keys);
 	dp_index_free(&p->pending);
 	dp_index_free(&p->written);
 	dp_buf_free(&p->entries);
@@ -376,7 +385,7 @@ int dp_push_begin(dp_push **out, dp_repo *r, const char *name, const char *kind)
 
 	if ((rc = dp_lock_acquire(&p->lock, r, false, "push")))
 		goto fail;
-	if ((rc = dp_index_load(r, &p->known, NULL, NULL)))
+	if ((rc = dp_index_load(r, &p->known, &p->known_keys, &p->nknown_keys)))
 		goto fail;
 
 	p->nworkers = dp_repo_nthreads(r);
@@ -426,6 +435,11 @@ fail:
 
 int dp_push_set_meta(dp_push *p, const char *json)
 {
+	cJSON *j = cJSON_Parse(json);
+	bool ok = cJSON_IsObject(j);
+	cJSON_Delete(j);
+	if (!ok)
+		return dp_error_set(DP_EUSAGE, "snapshot metadata must be a JSON object");
 	char *m = strdup(json);
 	if (!m)
 		return dp_error_set(DP_ERROR, "out of memory");
@@ -489,7 +503,46 @@ int dp_push_write(dp_push *p, const void *data, size_t len)
 		if (cut)
 			submit(p);
 	}
-	return p->failed ? push_error(p) : 0;
+	return push_error(p);
+}
+
+struct seen {
+	dp_push *p;
+	bool *present;
+};
+
+static int mark_seen(const char *key, uint64_t size, void *arg)
+{
+	(void)size;
+	struct seen *s = arg;
+	for (size_t i = 0; i < s->p->nknown_keys; i++)
+		if (strcmp(s->p->known_keys[i], key) == 0)
+			s->present[i] = true;
+	return 0;
+}
+
+/* Before committing: the chunks this push did not store because the
+ * repository already had them must still be there. They are if our lock
+ * held all along and every index we deduplicated against still exists
+ * (prune replaces indexes before it deletes a pack). */
+static int still_valid(dp_push *p)
+{
+	int rc = dp_lock_check(p->lock);
+	if (rc || !p->nknown_keys)
+		return rc;
+	struct seen s = {p, calloc(p->nknown_keys, sizeof(bool))};
+	if (!s.present)
+		return dp_error_set(DP_ERROR, "out of memory");
+	rc = p->r->b->list(p->r->b, "index/", mark_seen, &s);
+	for (size_t i = 0; !rc && i < p->nknown_keys; i++)
+		if (!s.present[i])
+			rc = dp_error_set(
+			    DP_ELOCKED,
+			    "a prune removed index \"%s\" while this push ran (its lock "
+			    "was taken as stale): nothing was committed; push again",
+			    p->known_keys[i]);
+	free(s.present);
+	return rc;
 }
 
 int dp_push_commit(dp_push *p, dp_push_result *res)
@@ -500,7 +553,7 @@ int dp_push_commit(dp_push *p, dp_push_result *res)
 	if (p->cur && p->cur->len > 0)
 		submit(p);
 	push_join(p);
-	if ((rc = push_error(p)))
+	if ((rc = push_error(p)) || (rc = still_valid(p)))
 		goto out;
 	if (p->written.count && (rc = dp_index_write(p->r, &p->written, &p->stored)))
 		goto out;

@@ -14,6 +14,7 @@
 
 #include "dp/backend.h"
 #include "dp/error.h"
+#include "dp/log.h"
 #include "format.h"
 
 /* scrypt cost: N=2^15, r=8, p=1 takes ~32 MiB and ~0.1 s, the usual
@@ -165,6 +166,27 @@ static int json_uint(const cJSON *o, const char *name, uint32_t *out)
 	return 0;
 }
 
+/* The limits on chunking, pack and compression parameters, for init and
+ * open alike. */
+static int check_params(const dp_repo *r)
+{
+	if (r->chunk_min < 64 || r->chunk_min > r->chunk_avg || r->chunk_avg > r->chunk_max ||
+	    r->chunk_max > 64u * 1024 * 1024 || (r->chunk_avg & (r->chunk_avg - 1)) != 0)
+		return dp_error_set(
+		    DP_EUSAGE,
+		    "chunk sizes must satisfy 64 <= min <= avg <= max <= 64 MiB with "
+		    "avg a power of two (got %u/%u/%u)",
+		    r->chunk_min, r->chunk_avg, r->chunk_max);
+	if (r->pack_size < r->chunk_max || r->pack_size > 1024u * 1024 * 1024)
+		return dp_error_set(
+		    DP_EUSAGE, "pack size %u must be between the maximum chunk size (%u) and 1 GiB",
+		    r->pack_size, r->chunk_max);
+	if (r->zstd_level < -7 || r->zstd_level > 19)
+		return dp_error_set(DP_EUSAGE, "zstd level %d is out of range (-7..19)",
+		                    r->zstd_level);
+	return 0;
+}
+
 static int config_decode(dp_repo *r, const char *text)
 {
 	int rc = DP_ECORRUPT;
@@ -173,7 +195,6 @@ static int config_decode(dp_repo *r, const char *text)
 	const cJSON *id = cJSON_GetObjectItemCaseSensitive(c, "id");
 	const cJSON *ch = cJSON_GetObjectItemCaseSensitive(c, "chunker");
 	const cJSON *comp = cJSON_GetObjectItemCaseSensitive(c, "compression");
-	uint32_t level = 0;
 	if (!c || !cJSON_IsNumber(ver) || !cJSON_IsString(id) || strlen(id->valuestring) != 64)
 		goto bad;
 	if (ver->valueint != DP_FORMAT_VERSION) {
@@ -183,15 +204,17 @@ static int config_decode(dp_repo *r, const char *text)
 		                  ver->valueint, DP_FORMAT_VERSION);
 		goto out;
 	}
+	const cJSON *level = cJSON_GetObjectItemCaseSensitive(comp, "level");
 	if (json_uint(ch, "min", &r->chunk_min) || json_uint(ch, "avg", &r->chunk_avg) ||
 	    json_uint(ch, "max", &r->chunk_max) || json_uint(c, "packSize", &r->pack_size) ||
-	    json_uint(comp, "level", &level))
+	    !cJSON_IsNumber(level))
 		goto bad;
-	if (r->chunk_min < 64 || r->chunk_min > r->chunk_avg || r->chunk_avg > r->chunk_max ||
-	    r->chunk_max > 64u * 1024 * 1024 || r->pack_size < r->chunk_max)
+	r->zstd_level = level->valueint;
+	/* The config is not authenticated: hold it to the bounds init enforces,
+	 * so a tampered one cannot make us allocate without limit. */
+	if (check_params(r) != 0)
 		goto bad;
 	memcpy(r->id, id->valuestring, DP_ID_HEX);
-	r->zstd_level = (int)level;
 	rc = 0;
 	goto out;
 bad:
@@ -203,7 +226,16 @@ out:
 
 /* ---- keys ---- */
 
-static int key_wrap(const char *pass, const uint8_t master[DP_MASTER_LEN], dp_buf *out)
+/* A key is bound to its repository: its associated data names the id, so a
+ * key left by an interrupted init of another repository never unlocks this
+ * one. */
+static void key_ad(char ad[100], const char *repo_id)
+{
+	snprintf(ad, 100, "dp-object:key:%s", repo_id);
+}
+
+static int key_wrap(const char *pass, const uint8_t master[DP_MASTER_LEN], const char *repo_id,
+                    dp_buf *out)
 {
 	uint8_t salt[KDF_SALT_LEN], wrap[DP_KEY_LEN], sealed[DP_MASTER_LEN + DP_SEAL_OVERHEAD];
 	char now[32], host[256];
@@ -217,8 +249,9 @@ static int key_wrap(const char *pass, const uint8_t master[DP_MASTER_LEN], dp_bu
 		goto out;
 	if ((rc = dp_aead_new(&a, wrap)))
 		goto out;
-	static const char ad[] = "dp-object:key";
-	if ((rc = dp_aead_seal(a, sealed, master, DP_MASTER_LEN, ad, sizeof(ad) - 1)))
+	char ad[100];
+	key_ad(ad, repo_id);
+	if ((rc = dp_aead_seal(a, sealed, master, DP_MASTER_LEN, ad, strlen(ad))))
 		goto out;
 	if ((rc = dp_base64_encode(&b64salt, salt, sizeof(salt))) ||
 	    (rc = dp_base64_encode(&b64data, sealed, sizeof(sealed))))
@@ -239,7 +272,7 @@ out:
 }
 
 /* Returns 0 and fills master if pass opens this key file, DP_EAUTH if not. */
-static int key_unwrap(const char *pass, const char *text, const char *key,
+static int key_unwrap(const char *pass, const char *text, const char *key, const char *repo_id,
                       uint8_t master[DP_MASTER_LEN])
 {
 	int rc = DP_ECORRUPT;
@@ -265,8 +298,9 @@ static int key_unwrap(const char *pass, const char *text, const char *key,
 		goto out;
 	if ((rc = dp_aead_new(&a, wrap)))
 		goto out;
-	static const char ad[] = "dp-object:key";
-	rc = dp_aead_open(a, master, data.data, data.len, ad, sizeof(ad) - 1) ? DP_EAUTH : 0;
+	char ad[100];
+	key_ad(ad, repo_id);
+	rc = dp_aead_open(a, master, data.data, data.len, ad, strlen(ad)) ? DP_EAUTH : 0;
 	goto out;
 bad:
 	rc = dp_error_set(DP_ECORRUPT, "key object \"%s\" is malformed", key);
@@ -326,6 +360,7 @@ int dp_repo_init_backend(dp_backend *b, const dp_repo_init_opts *opts, const cha
 	uint8_t rid[DP_HASH_LEN], kid[DP_HASH_LEN];
 	char kkey[80], khex[DP_ID_HEX];
 	uint64_t size;
+	struct key_list keys = {0};
 	dp_repo_init_opts o = opts ? *opts : (dp_repo_init_opts){0};
 	int rc;
 
@@ -338,26 +373,8 @@ int dp_repo_init_backend(dp_backend *b, const dp_repo_init_opts *opts, const cha
 	r.chunk_max = o.chunk_max ? o.chunk_max : r.chunk_avg * 4;
 	r.pack_size = o.pack_size ? o.pack_size : DP_DEFAULT_PACK_SIZE;
 	r.zstd_level = o.zstd_level ? o.zstd_level : DP_DEFAULT_ZSTD_LEVEL;
-	if (r.chunk_min < 64 || r.chunk_min > r.chunk_avg || r.chunk_avg > r.chunk_max ||
-	    r.chunk_max > 64u * 1024 * 1024 || (r.chunk_avg & (r.chunk_avg - 1)) != 0) {
-		rc = dp_error_set(DP_EUSAGE,
-		                  "chunk sizes must satisfy 64 <= min <= avg <= max <= 64 MiB with "
-		                  "avg a power of two (got %u/%u/%u)",
-		                  r.chunk_min, r.chunk_avg, r.chunk_max);
+	if ((rc = check_params(&r)))
 		goto out;
-	}
-	if (r.pack_size < r.chunk_max || r.pack_size > 1024u * 1024 * 1024) {
-		rc = dp_error_set(DP_EUSAGE,
-		                  "pack size %u must be between the maximum chunk size "
-		                  "(%u) and 1 GiB",
-		                  r.pack_size, r.chunk_max);
-		goto out;
-	}
-	if (r.zstd_level < -7 || r.zstd_level > 19) {
-		rc =
-		    dp_error_set(DP_EUSAGE, "zstd level %d is out of range (-7..19)", r.zstd_level);
-		goto out;
-	}
 	rc = b->stat(b, "config", &size);
 	if (rc == 0) {
 		rc = dp_error_set(DP_EEXIST,
@@ -367,13 +384,24 @@ int dp_repo_init_backend(dp_backend *b, const dp_repo_init_opts *opts, const cha
 	if (rc != DP_ENOTFOUND)
 		goto out;
 	dp_error_clear();
+	/* keys/ without a config is an init that did not finish (the key goes
+	 * first): refuse rather than leave two master keys behind. */
 	if (b->create && (rc = b->create(b)))
 		goto out;
+	if ((rc = b->list(b, "keys/", collect_key, &keys)))
+		goto out;
+	if (keys.n) {
+		rc = dp_error_set(DP_EEXIST,
+		                  "there is an unfinished repository there (\"%s\" but no config): "
+		                  "remove it or choose another location; nothing was changed",
+		                  keys.keys[0]);
+		goto out;
+	}
 	if ((rc = dp_random(rid, sizeof(rid))) || (rc = dp_random(r.master, sizeof(r.master))) ||
 	    (rc = dp_random(kid, sizeof(kid))))
 		goto out;
 	dp_hex(r.id, rid, sizeof(rid));
-	if ((rc = key_wrap(passphrase, r.master, &key)))
+	if ((rc = key_wrap(passphrase, r.master, r.id, &key)))
 		goto out;
 	dp_hex(khex, kid, sizeof(kid));
 	snprintf(kkey, sizeof(kkey), "keys/%s", khex);
@@ -389,6 +417,7 @@ out:
 	dp_wipe(r.master, sizeof(r.master));
 	dp_buf_free(&cfg);
 	dp_buf_free(&key);
+	key_list_free(&keys);
 	return rc;
 }
 
@@ -436,7 +465,12 @@ int dp_repo_open_backend(dp_repo **out, dp_backend *b, const char *passphrase)
 		if ((rc = dp_backend_get_all(b, keys.keys[i], &kt)))
 			goto out;
 		rc = key_unwrap(passphrase ? passphrase : "", (const char *)kt.data, keys.keys[i],
-		                r->master);
+		                r->id, r->master);
+		if (rc == DP_ECORRUPT) {
+			/* One malformed key file must not lock out the others. */
+			dp_warn("%s; trying the other keys", dp_error_last());
+			rc = DP_EAUTH;
+		}
 	}
 	if (rc == DP_EAUTH) {
 		rc = dp_error_set(DP_EAUTH, "wrong passphrase for this repository");

@@ -10,6 +10,7 @@
 
 #include "dp/backend.h"
 #include "dp/error.h"
+#include "dp/log.h"
 #include "format.h"
 
 int dp_validate_name(const char *name)
@@ -116,7 +117,8 @@ static int decode(const char *id, const uint8_t *p, size_t len, dp_snapshot *s, 
 	const uint8_t *q = p + 8 + tl;
 	uint64_t n = dp_get_u64(q);
 	q += 8;
-	if ((uint64_t)(len - (size_t)(q - p)) != n * DP_SNAP_ENTRY_LEN)
+	uint64_t rest = (uint64_t)(len - (size_t)(q - p));
+	if (n > rest / DP_SNAP_ENTRY_LEN || rest != n * DP_SNAP_ENTRY_LEN)
 		goto bad;
 	s->info.blobs = n;
 	if (!entries)
@@ -171,6 +173,7 @@ struct list {
 	dp_repo *r;
 	dp_snapshot_info *v;
 	size_t n, cap;
+	bool strict;
 };
 
 static int list_one(const char *key, uint64_t size, void *arg)
@@ -182,6 +185,13 @@ static int list_one(const char *key, uint64_t size, void *arg)
 	if (strlen(id) != 64)
 		return 0; /* not ours */
 	int rc = load(l->r, id, &s, false);
+	if (rc == DP_ECORRUPT && !l->strict) {
+		/* One damaged snapshot must not stand between the user and the
+		 * others: skip it, say so (check reports it too). */
+		dp_warn("skipping snapshot \"%s\": %s", id, dp_error_last());
+		dp_error_clear();
+		return 0;
+	}
 	if (rc)
 		return rc;
 	if (l->n == l->cap) {
@@ -208,9 +218,9 @@ static int by_time(const void *a, const void *b)
 	return strcmp(x->id, y->id);
 }
 
-int dp_snapshot_list(dp_repo *r, dp_snapshot_info **out, size_t *n)
+static int list(dp_repo *r, dp_snapshot_info **out, size_t *n, bool strict)
 {
-	struct list l = {.r = r};
+	struct list l = {.r = r, .strict = strict};
 	int rc = r->b->list(r->b, "snapshots/", list_one, &l);
 	if (rc) {
 		dp_snapshot_info_free(l.v, l.n);
@@ -221,6 +231,16 @@ int dp_snapshot_list(dp_repo *r, dp_snapshot_info **out, size_t *n)
 	*out = l.v;
 	*n = l.n;
 	return 0;
+}
+
+int dp_snapshot_list(dp_repo *r, dp_snapshot_info **out, size_t *n)
+{
+	return list(r, out, n, false);
+}
+
+int dp_snapshot_list_strict(dp_repo *r, dp_snapshot_info **out, size_t *n)
+{
+	return list(r, out, n, true);
 }
 
 void dp_snapshot_info_free(dp_snapshot_info *v, size_t n)
@@ -322,6 +342,16 @@ int dp_snapshot_remove(dp_repo *r, const char *name_or_id, size_t *removed)
 		count++;
 	}
 	if (count == 0) {
+		/* A damaged snapshot is not listed; its full id still removes it. */
+		uint64_t size;
+		snprintf(key, sizeof(key), "snapshots/%s", name_or_id);
+		if (strlen(name_or_id) == 64 && is_hex_prefix(name_or_id) &&
+		    r->b->stat(r->b, key, &size) == 0) {
+			if ((rc = r->b->remove(r->b, key)) == 0 && removed)
+				*removed = 1;
+			goto out;
+		}
+		dp_error_clear();
 		rc = dp_error_set(DP_ENOTFOUND, "no snapshot named \"%s\" (nor with that id)",
 		                  name_or_id);
 		goto out;

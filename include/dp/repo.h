@@ -5,10 +5,9 @@
  *
  * Threading: a dp_repo is used by one caller thread at a time; internally a
  * push or pull runs a pipeline on several threads (dp_repo_set_threads).
- * Locks: a push holds a shared lock from begin to commit/abort, check a shared
- * one, prune and snapshot removal an exclusive one; stale locks (dead process
- * on this host, or no heartbeat for DP_LOCK_STALE_SECONDS) are ignored and
- * removed.
+ * Locks: a push holds a shared lock from begin to commit/abort; pull, check
+ * and snapshot removal a shared one; prune and repair-index an exclusive one; stale locks (dead
+ * process on this host, or no heartbeat for DP_LOCK_STALE_SECONDS) are ignored and removed.
  */
 #ifndef DP_REPO_H
 #define DP_REPO_H

@@ -437,6 +437,93 @@ START_TEST(rebuild_index_recovers_lost_indexes)
 }
 END_TEST
 
+START_TEST(lost_lock_commits_nothing)
+{
+	dp_repo *r = make_repo(0, 0);
+	uint8_t *d = make_data(500000, 41);
+	dp_push *p = NULL;
+	ck_assert(dp_push_begin(&p, r, "x", "stream") == 0);
+	ck_assert(dp_push_write(p, d, 500000) == 0);
+	/* another process judged us dead and removed our lock */
+	char cmd[PATH_MAX + 64];
+	snprintf(cmd, sizeof(cmd), "rm -f %s/locks/*", repo_path);
+	ck_assert_int_eq(system(cmd), 0);
+	ck_assert_int_eq(dp_push_commit(p, NULL), DP_ELOCKED);
+	ck_assert_ptr_nonnull(strstr(dp_error_last(), "lost its lock"));
+	dp_snapshot_info *v;
+	size_t n;
+	ck_assert_int_eq(dp_snapshot_list(r, &v, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	dp_snapshot_info_free(v, n);
+	free(d);
+	dp_repo_free(r);
+}
+END_TEST
+
+START_TEST(damaged_snapshot_blocks_nothing_else)
+{
+	dp_repo *r = make_repo(0, 0);
+	uint8_t *d = make_data(300000, 43);
+	dp_push_result a, b;
+	ck_assert(push_buf(r, "a", d, 300000, 65536, &a) == 0);
+	ck_assert(push_buf(r, "b", d, 1000, 65536, &b) == 0);
+	char path[PATH_MAX + 128];
+	snprintf(path, sizeof(path), "%s/snapshots/%s", repo_path, b.id);
+	int fd = open(path, O_RDWR);
+	uint8_t byte = 0;
+	ck_assert_int_eq(pwrite(fd, &byte, 1, 30), 1);
+	close(fd);
+	uint8_t *back;
+	size_t n;
+	ck_assert_msg(pull_buf(r, "a", &back, &n) == 0, "%s", dp_error_last());
+	ck_assert(n == 300000 && memcmp(back, d, n) == 0);
+	free(back);
+	ck_assert_msg(pull_buf(r, a.id, &back, &n) == 0, "%s", dp_error_last());
+	free(back);
+	/* prune must not guess what the damaged one used */
+	ck_assert_int_eq(dp_repo_prune(r, 0.5, NULL), DP_ECORRUPT);
+	size_t removed = 0;
+	ck_assert_int_eq(dp_snapshot_remove(r, b.id, &removed), 0);
+	ck_assert_uint_eq(removed, 1);
+	ck_assert_int_eq(dp_repo_prune(r, 0.5, NULL), 0);
+	ck_assert_int_eq(dp_repo_check(r, true, NULL, NULL, NULL), 0);
+	free(d);
+	dp_repo_free(r);
+}
+END_TEST
+
+START_TEST(unfinished_init_is_refused)
+{
+	dp_repo *r = make_repo(0, 0);
+	dp_repo_free(r);
+	char path[PATH_MAX + 16];
+	snprintf(path, sizeof(path), "%s/config", repo_path);
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(dp_repo_init(repo_path, NULL, NULL, PASS, NULL), DP_EEXIST);
+	ck_assert_ptr_nonnull(strstr(dp_error_last(), "unfinished"));
+}
+END_TEST
+
+START_TEST(negative_zstd_level)
+{
+	dp_repo_init_opts o = {.zstd_level = -3};
+	ck_assert_int_eq(dp_repo_init(repo_path, NULL, &o, PASS, NULL), 0);
+	dp_repo *r = NULL;
+	ck_assert_msg(dp_repo_open(&r, repo_path, NULL, PASS) == 0, "%s", dp_error_last());
+	uint8_t *d = make_data(200000, 45);
+	ck_assert(push_buf(r, "x", d, 200000, 4096, NULL) == 0);
+	uint8_t *back;
+	size_t n;
+	ck_assert(pull_buf(r, "x", &back, &n) == 0);
+	ck_assert(n == 200000 && memcmp(back, d, n) == 0);
+	free(back);
+	free(d);
+	dp_repo_free(r);
+	o.zstd_level = 25;
+	ck_assert_int_eq(dp_repo_init(dp_test_dir, NULL, &o, PASS, NULL), DP_EUSAGE);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("repos/repo");
@@ -456,6 +543,10 @@ static Suite *suite(void)
 	tcase_add_test(tc, pack_cut_in_header_is_reported);
 	tcase_add_test(tc, newest_within_one_second);
 	tcase_add_test(tc, rebuild_index_recovers_lost_indexes);
+	tcase_add_test(tc, lost_lock_commits_nothing);
+	tcase_add_test(tc, damaged_snapshot_blocks_nothing_else);
+	tcase_add_test(tc, unfinished_init_is_refused);
+	tcase_add_test(tc, negative_zstd_level);
 	suite_add_tcase(s, tc);
 	return s;
 }
