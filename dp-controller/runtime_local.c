@@ -169,6 +169,14 @@ static int local_launch(dp_rt *rt, const dp_rt_job *job, dp_rt_handle *out)
 			goto fail;
 		if (fd > 0)
 			close(fd);
+		/* Nothing else of ours leaks into the job (the API's sockets, the
+		 * catalog, locks): a worker that outlives us must not hold them.
+		 * err[1] stays until exec (close-on-exec tells the parent). */
+		what = "closing descriptors";
+		if (err[1] > 4 && close_range(4, (unsigned)err[1] - 1, 0) != 0)
+			goto fail;
+		if (close_range((unsigned)err[1] + 1 > 4 ? (unsigned)err[1] + 1 : 4, ~0U, 0) != 0)
+			goto fail;
 		what = "working directory";
 		if (job->cwd && chdir(job->cwd) != 0)
 			goto fail;

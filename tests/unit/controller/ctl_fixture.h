@@ -84,7 +84,7 @@ static const char fx_script[] =
     "set -e\n"
     "echo run >>\"$RUNS/$DP_BACKUP_NAME\"\n"
     "echo \"parent=${DP_PARENT_BACKUP_NAME:-}\" >\"$RUNS/$DP_BACKUP_NAME.env\"\n"
-    "[ ! -f \"$RUNS/sleep\" ] || sleep \"$(cat \"$RUNS/sleep\")\"\n"
+    "if s=$(cat \"$RUNS/sleep\" 2>/dev/null); then sleep \"$s\"; fi\n"
     "if [ -f \"$RUNS/fail\" ]; then cat \"$RUNS/fail\" >&2; exit 3; fi\n"
     "printf 'data of %s' \"$DP_BACKUP_NAME\" | \"$DP_WORKER\" push --quiet \"$DP_BACKUP_NAME\" -\n"
     "printf '{\"totalSize\":\"42\",\"storedSize\":\"7\"}' >\"$DP_BACKUP_INFO_FILE\"\n";

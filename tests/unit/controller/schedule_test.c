@@ -6,6 +6,8 @@
  * and restart safety: the controller killed (SIGKILL) at every step between
  * "slot due" and "backup recorded" never runs a slot twice nor loses it.
  */
+#include <dirent.h>
+
 #include "ctl_fixture.h"
 
 static const char sched_fmt[] = "apiVersion: dataprotection.dp.io/v1alpha1\n"
@@ -120,7 +122,12 @@ START_TEST(no_concurrent_runs_of_a_policy)
 	fx_settle(c);
 	fx_settle(c);
 	ck_assert(fx_exists(c, "p-full-20260301003200"));
-	ck_assert_int_eq(fx_runs_of("p-full-20260301003100"), 1);
+	dp_resource r = {0};
+	ck_assert_int_eq(
+	    dp_catalog_get(dp_ctl_catalog(c), DP_KIND_BACKUP, "p-full-20260301003100", &r), 0);
+	ck_assert_msg(fx_runs_of("p-full-20260301003100") == 1, "ran %d times: %s",
+	              fx_runs_of("p-full-20260301003100"), r.status);
+	dp_resource_clear(&r);
 	ck_assert_int_eq(fx_runs_of("p-full-20260301003200"), 1);
 	ck_assert_int_eq(fx_runs_of("manual"), 1);
 	dp_ctl_close(c);
@@ -226,6 +233,24 @@ START_TEST(continuous_method_runs_once_and_stops_when_disabled)
 	ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
 	fclose(f);
 	ck_assert_str_eq(buf, "300s\n");
+	/* The worker holds nothing of the controller's (catalog, locks). */
+	char fdd[64], link[PATH_MAX], target[PATH_MAX];
+	snprintf(fdd, sizeof(fdd), "/proc/%ld/fd", pid);
+	DIR *d = opendir(fdd);
+	ck_assert_ptr_nonnull(d);
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(link, sizeof(link), "%s/%s", fdd, e->d_name);
+		ssize_t n = readlink(link, target, sizeof(target) - 1);
+		if (n <= 0)
+			continue;
+		target[n] = 0;
+		ck_assert_msg(!strstr(target, "catalog.db") && !strstr(target, ".lock"),
+		              "worker fd %s -> %s", e->d_name, target);
+	}
+	closedir(d);
 	/* Later slots: still one continuous backup. */
 	fx_now = fx_t("2026-03-01T00:50:10Z");
 	fx_settle(c);
