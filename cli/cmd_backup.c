@@ -32,6 +32,9 @@
 int dp_cli_ctl_open(dp_ctl **out, bool *daemon)
 {
 	dp_ctl *c = NULL;
+	/* The summary line and the error say how it ended; the reconciler's
+	 * info lines would repeat them. Warnings (retries) still show. */
+	dp_log_set_level(DP_LOG_WARN);
 	int rc = dp_ctl_open(&c, NULL);
 	if (rc)
 		return rc;

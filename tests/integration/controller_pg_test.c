@@ -347,6 +347,23 @@ START_TEST(daemon_and_api)
 			usleep(200000);
 	}
 	ck_assert_msg(done, "the daemon did not complete the API's backup");
+	/* A restore through the daemon. */
+	char parent[PATH_MAX];
+	dp_pg_mkdtemp(parent, "dprestore");
+	int rport = dp_pg_free_port();
+	st = dp(&r, "restore --backup via-api --to %s/data --port %d --wait --timeout 120", parent,
+	        rport);
+	ck_assert_msg(st == 0 && strstr(r.out, "Completed"), "%d\n%s\n%s", st, r.out, r.err);
+	dp_test_result_free(&r);
+	char rdir[PATH_MAX + 8];
+	snprintf(rdir, sizeof(rdir), "%s/data", parent);
+	dp_pg r2;
+	dp_pg_attach(&r2, rdir, rport);
+	char *cnt = dp_pg_query(&r2, "SELECT count(*) FROM t");
+	ck_assert_str_eq(cnt, "5000");
+	free(cnt);
+	dp_pg_stop(&r2);
+
 	/* kill -9 while a backup runs; a new daemon finishes it exactly once. */
 	dp_ok("hand over", "backup --policy pg --name %s", "killed-daemon");
 	bool running = false;
