@@ -64,6 +64,31 @@ static bool is_continuous_method(dp_ctl *c, const cJSON *method)
 	return cont;
 }
 
+/* One continuous backup per policy and method at a time: a second archiver
+ * would take the database's archive_command from the first. */
+static int continuous_active(dp_ctl *c, const char *policy, const char *method)
+{
+	dp_resource *v = NULL;
+	size_t n = 0;
+	int rc = dp_catalog_list(c->cat, DP_KIND_BACKUP, &v, &n);
+	for (size_t i = 0; !rc && i < n; i++) {
+		cJSON *sp = cJSON_Parse(v[i].spec), *st = cJSON_Parse(v[i].status);
+		const char *ph = js(st, "phase");
+		if (js(sp, "backupPolicyName") && strcmp(js(sp, "backupPolicyName"), policy) == 0 &&
+		    js(sp, "backupMethod") && strcmp(js(sp, "backupMethod"), method) == 0 &&
+		    (!ph || strcmp(ph, "New") == 0 || strcmp(ph, "Running") == 0))
+			rc =
+			    dp_error_set(DP_EEXIST,
+			                 "backup \"%s\" already runs method \"%s\" of backuppolicy "
+			                 "\"%s\" (continuous): stop it first (dp backup stop %s)",
+			                 v[i].name, method, policy, v[i].name);
+		cJSON_Delete(sp);
+		cJSON_Delete(st);
+	}
+	dp_resources_free(v, n);
+	return rc;
+}
+
 int dp_ctl_backup_create(dp_ctl *c, const dp_ctl_backup_req *req, char *name_out, size_t name_len)
 {
 	char method[DP_NAME_MAX + 1] = "", name[DP_NAME_MAX + 1], stamp[32];
@@ -97,7 +122,10 @@ int dp_ctl_backup_create(dp_ctl *c, const dp_ctl_backup_req *req, char *name_out
 	}
 	if ((rc = ctl_policy_method(c, req->policy, method, &m)))
 		return rc;
+	bool cont = is_continuous_method(c, m);
 	cJSON_Delete(m);
+	if (cont && (rc = continuous_active(c, req->policy, method)))
+		return rc;
 	if (req->name) {
 		snprintf(name, sizeof(name), "%s", req->name);
 	} else {

@@ -256,6 +256,13 @@ START_TEST(continuous_method_runs_once_and_stops_when_disabled)
 	fx_settle(c);
 	ck_assert_uint_eq(fx_count(c), 1);
 	ck_assert_int_eq(kill((pid_t)pid, 0), 0);
+	/* A second archiver of the same policy and method is refused. */
+	dp_ctl_backup_req req = {0};
+	req.policy = "p";
+	req.method = "wal";
+	ck_assert_int_eq(dp_ctl_backup_create(c, &req, NULL, 0), DP_EEXIST);
+	ck_assert_ptr_nonnull(strstr(dp_error_last(), "dp backup stop"));
+	dp_error_clear();
 	/* Disable: stopped, Completed, preDelete ran, the worker is gone. */
 	fx_apply(c, cont_fmt, fx_runs, "false");
 	fx_settle(c);
