@@ -249,24 +249,35 @@ static cJSON *read_json_file(const char *path)
 	return v;
 }
 
-/* The last progress event of a job's events file. */
-static cJSON *last_progress(dp_ctl *c, const char *job)
+/* The last progress event of a job's events file, and the sums of the
+ * size and stored bytes of its result events (every stream the job pushed:
+ * the backup's size when the method writes no info file). */
+static cJSON *last_progress(dp_ctl *c, const char *job, uint64_t *size, uint64_t *stored,
+                            int *results)
 {
 	char p[PATH_MAX + 600];
+	*size = *stored = 0;
+	*results = 0;
 	c->rt->path(c->rt, job, "events", p, sizeof(p));
 	FILE *f = fopen(p, "r");
 	if (!f)
 		return NULL;
-	char line[2048];
+	char line[4096];
 	cJSON *last = NULL;
 	while (fgets(line, sizeof(line), f)) {
 		cJSON *e = cJSON_Parse(line);
-		if (e && js(e, "event") && strcmp(js(e, "event"), "progress") == 0) {
+		const char *ev = js(e, "event");
+		if (ev && strcmp(ev, "progress") == 0) {
 			cJSON_Delete(last);
 			last = e;
-		} else {
-			cJSON_Delete(e);
+			continue;
 		}
+		if (ev && strcmp(ev, "result") == 0 && jnum(e, "size", -1) >= 0) {
+			*size += (uint64_t)jnum(e, "size", 0);
+			*stored += (uint64_t)jnum(e, "stored", 0);
+			(*results)++;
+		}
+		cJSON_Delete(e);
 	}
 	fclose(f);
 	return last;
@@ -297,8 +308,24 @@ static bool ingest(dp_ctl *c, cJSON *status)
 			cJSON_AddItemToObject(status, keys[i], cJSON_Duplicate(v, 1));
 			changed = true;
 		}
+		bool has_size = info && cJSON_GetObjectItemCaseSensitive(info, "totalSize");
 		cJSON_Delete(info);
-		cJSON *pg = last_progress(c, id);
+		uint64_t size, stored;
+		int results;
+		cJSON *pg = last_progress(c, id, &size, &stored, &results);
+		if (results && !has_size) {
+			char num[32];
+			snprintf(num, sizeof(num), "%llu", (unsigned long long)size);
+			if (!js(status, "totalSize") || strcmp(js(status, "totalSize"), num)) {
+				jset_str(status, "totalSize", num);
+				changed = true;
+			}
+			snprintf(num, sizeof(num), "%llu", (unsigned long long)stored);
+			if (!js(status, "storedSize") || strcmp(js(status, "storedSize"), num)) {
+				jset_str(status, "storedSize", num);
+				changed = true;
+			}
+		}
 		if (pg) {
 			cJSON *pr = cJSON_CreateObject();
 			cJSON_AddNumberToObject(pr, "done", (double)jnum(pg, "done", 0));

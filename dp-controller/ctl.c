@@ -790,7 +790,7 @@ int dp_ctl_load_methods(dp_ctl *c, size_t *loaded)
 	if (loaded)
 		*loaded = 0;
 	if (!c->methods[0]) {
-		dp_warn("no methods directory found (set DP_METHODS_DIR): no built-in ActionSets");
+		dp_debug("no methods directory found (set DP_METHODS_DIR): no built-in ActionSets");
 		return 0;
 	}
 	int rc = dp_catalog_load_builtins(c->cat, c->methods, &n, &failed);

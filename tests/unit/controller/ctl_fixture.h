@@ -87,7 +87,8 @@ static const char fx_script[] =
     "if s=$(cat \"$RUNS/sleep\" 2>/dev/null); then sleep \"$s\"; fi\n"
     "if [ -f \"$RUNS/fail\" ]; then cat \"$RUNS/fail\" >&2; exit 3; fi\n"
     "printf 'data of %s' \"$DP_BACKUP_NAME\" | \"$DP_WORKER\" push --quiet \"$DP_BACKUP_NAME\" -\n"
-    "printf '{\"totalSize\":\"42\",\"storedSize\":\"7\"}' >\"$DP_BACKUP_INFO_FILE\"\n";
+    "[ -f \"$RUNS/noinfo\" ] ||\n"
+    "  printf '{\"totalSize\":\"42\",\"storedSize\":\"7\"}' >\"$DP_BACKUP_INFO_FILE\"\n";
 
 static void fx_setup(void)
 {

@@ -207,6 +207,21 @@ START_TEST(import_on_a_fresh_home)
 }
 END_TEST
 
+/* Without an info file, the sizes come from dp-worker's result events. */
+START_TEST(sizes_from_worker_events)
+{
+	dp_ctl *c = fx_open();
+	fx_file("noinfo", "1");
+	backup(c, "plain", NULL, NULL, NULL);
+	char total[32], stored[32];
+	fx_status(c, "plain", "totalSize", total, sizeof(total));
+	fx_status(c, "plain", "storedSize", stored, sizeof(stored));
+	ck_assert_str_eq(total, "13"); /* "data of plain" */
+	ck_assert_msg(strtol(stored, NULL, 10) > 13, "stored %s", stored);
+	dp_ctl_close(c);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("controller/retention");
@@ -218,6 +233,7 @@ static Suite *suite(void)
 	tcase_add_test(t, parents_refuse_or_cascade);
 	tcase_add_test(t, retain_keeps_data_and_import_brings_it_back);
 	tcase_add_test(t, import_on_a_fresh_home);
+	tcase_add_test(t, sizes_from_worker_events);
 	suite_add_tcase(s, t);
 	return s;
 }
