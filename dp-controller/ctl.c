@@ -443,6 +443,8 @@ void ctl_action_add(cJSON *actions, const char *name, const char *type, const cJ
 	cJSON_AddStringToObject(a, "phase", "Pending");
 	cJSON_AddNumberToObject(a, "attempt", 0);
 	cJSON_AddStringToObject(a, "onError", js(def, "onError") ? js(def, "onError") : "Fail");
+	if (js(def, "timeout"))
+		cJSON_AddStringToObject(a, "timeout", js(def, "timeout"));
 	cJSON_AddItemToObject(a, "command",
 	                      cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(def, "command"), 1));
 	cJSON_AddItemToArray(actions, a);
@@ -546,6 +548,18 @@ int ctl_actions_step(dp_ctl *c, const char *prefix, cJSON *actions, ctl_env *env
 			jset_num(a, "pidStart", (double)h.start);
 			*changed = true;
 		}
+		int64_t limit = 0;
+		bool timed_out = false;
+		if (st == DP_RT_RUNNING && js(a, "timeout") &&
+		    dp_duration_parse(&limit, js(a, "timeout")) == 0 && limit > 0 &&
+		    dp_ctl_now(c) - jtime(a, "startTimestamp") > limit) {
+			/* Over its timeout: stopped, and failed like a worker that
+			 * died (retried within backoffLimit). */
+			c->rt->stop(c->rt, &h, 5000);
+			c->rt->poll(c->rt, id, &h, &st, &code);
+			timed_out = true;
+		}
+		dp_error_clear();
 		if (st == DP_RT_RUNNING) {
 			*step = CTL_STEP_RUNNING;
 			return 0;
@@ -561,7 +575,11 @@ int ctl_actions_step(dp_ctl *c, const char *prefix, cJSON *actions, ctl_env *env
 		dp_buf tail = {0}, msg = {0};
 		dp_rt_log_tail(c->rt, id, 5, &tail);
 		dp_buf_append(&tail, "", 1);
-		if (st == DP_RT_LOST)
+		if (timed_out)
+			dp_buf_appendf(&msg,
+			               "action \"%s\" (%s) timed out after %s and was stopped",
+			               js(a, "name"), js(a, "type"), js(a, "timeout"));
+		else if (st == DP_RT_LOST)
 			dp_buf_appendf(&msg,
 			               "action \"%s\" (%s): worker pid %ld ended without a result "
 			               "(killed, or the host restarted)",

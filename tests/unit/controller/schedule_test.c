@@ -283,6 +283,52 @@ START_TEST(continuous_method_runs_once_and_stops_when_disabled)
 }
 END_TEST
 
+/* An action over its timeout is stopped and fails, saying so. */
+START_TEST(action_timeout)
+{
+	dp_ctl *c = fx_open();
+	char script[PATH_MAX + 16];
+	snprintf(script, sizeof(script), "%s/full.sh", dp_test_dir);
+	fx_apply(c,
+	         "apiVersion: dataprotection.dp.io/v1alpha1\n"
+	         "kind: ActionSet\n"
+	         "metadata: {name: t-slow, labels: {dataprotection.dp.io/engine: slowdb}}\n"
+	         "spec:\n"
+	         "  backupType: Full\n"
+	         "  env: [{name: RUNS, value: \"%s\"}]\n"
+	         "  backup:\n"
+	         "    backupData: {command: [bash, \"%s\"], timeout: 5m}\n"
+	         "---\n"
+	         "apiVersion: dataprotection.dp.io/v1alpha1\n"
+	         "kind: BackupPolicy\n"
+	         "metadata: {name: slow}\n"
+	         "spec: {backupRepoName: r, backoffLimit: 0, target: {engine: slowdb}}\n",
+	         fx_runs, script);
+	fx_file("sleep", "60");
+	dp_ctl_backup_req req = {0};
+	req.policy = "slow";
+	req.name = "stuck";
+	ck_assert_int_eq(dp_ctl_backup_create(c, &req, NULL, 0), 0);
+	for (int i = 0; i < 100 && fx_runs_of("stuck") == 0; i++) {
+		ck_assert_int_eq(dp_ctl_sync(c), 0);
+		fx_nap(50);
+	}
+	fx_now += 4 * 60;
+	ck_assert_int_eq(dp_ctl_sync(c), 0);
+	char ph[64], reason[1024];
+	fx_status(c, "stuck", "phase", ph, sizeof(ph));
+	ck_assert_str_eq(ph, "Running");
+	fx_now += 2 * 60;
+	fx_settle(c);
+	fx_status(c, "stuck", "phase", ph, sizeof(ph));
+	fx_status(c, "stuck", "failureReason", reason, sizeof(reason));
+	ck_assert_str_eq(ph, "Failed");
+	ck_assert_msg(strstr(reason, "timed out after 5m"), "%s", reason);
+	fx_file("sleep", NULL);
+	dp_ctl_close(c);
+}
+END_TEST
+
 /* The controller dies (SIGKILL) at a step; a new one must finish the slot
  * exactly once. */
 static void crash_at(const char *point)
@@ -366,6 +412,7 @@ static Suite *suite(void)
 	tcase_add_test(t, honours_starting_deadline);
 	tcase_add_test(t, no_concurrent_runs_of_a_policy);
 	tcase_add_test(t, failure_reason_and_retries);
+	tcase_add_test(t, action_timeout);
 	tcase_add_test(t, continuous_method_runs_once_and_stops_when_disabled);
 	tcase_add_test(t, restart_after_schedule_created);
 	tcase_add_test(t, restart_after_backup_planned);
