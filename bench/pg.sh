@@ -121,6 +121,8 @@ mkdir -p "$dir/dp" && chown "$U" "$dir/dp"
 cp -a "$dir/tmpl" "$dir/dp/data"
 P=$(port_of)
 start_pg "$dir/dp/data" "$P"
+sync # the copy's writeback must not run during the timed backup
+sleep 2
 export DP_REPO=$dir/dp/repo DP_REPO_PASSPHRASE=bench-passphrase DP_WORKER=$BIN/dp-worker DP_PG_BIN=$PGB
 export DP_DB_HOST=$dir DP_DB_PORT=$P DP_DB_USER=$U DP_DATA_DIR=$dir/dp/data
 # shellcheck disable=SC2086
@@ -170,6 +172,8 @@ chown "$U" "$conf"
 as mkdir -p "$dir/pbr/repo"
 sed -i "s|^archive_command = .*|archive_command = 'pgbackrest --config=$conf --stanza=bench archive-push %p'|" "$dir/pbr/data/postgresql.conf"
 start_pg "$dir/pbr/data" "$P"
+sync
+sleep 2
 as pgbackrest --config="$conf" --stanza=bench stanza-create >/dev/null
 pbr() { as pgbackrest --config="$conf" --stanza=bench "$@"; }
 b=$(repo_bytes "$dir/pbr/repo")
