@@ -988,7 +988,11 @@ int dp_ctl_pidfile_acquire(const char *home, int *fd_out)
 	int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return dp_error_errno(DP_ERROR, errno, "cannot open \"%s\"", p);
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+	/* A dp checking for a daemon holds a shared lock for an instant. */
+	int locked = -1;
+	for (int i = 0; i < 20 && (locked = flock(fd, LOCK_EX | LOCK_NB)) != 0; i++)
+		nap(100);
+	if (locked != 0) {
 		close(fd);
 		return dp_error_set(DP_ELOCKED,
 		                    "another dp-controller runs on \"%s\" (see %s); stop it first",

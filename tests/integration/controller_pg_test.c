@@ -313,6 +313,11 @@ START_TEST(daemon_and_api)
 	long pid = 0;
 	ck_assert_int_eq(fscanf(f, "%ld", &pid), 1);
 	fclose(f);
+	/* A second daemon on the same home is refused. */
+	int st2 =
+	    dp_test_run(&r, "runuser -u nobody -- '%s' --no-api", dp_test_bin("dp-controller"));
+	ck_assert_msg(st2 == 6 && strstr(r.err, "another dp-controller runs"), "%d %s", st2, r.err);
+	dp_test_result_free(&r);
 	/* dp hands the backup to the daemon and waits. */
 	int st = dp(&r, "backup --policy pg --wait --timeout 120");
 	ck_assert_msg(st == 0 && strstr(r.out, "Completed"), "%d\n%s\n%s", st, r.out, r.err);
