@@ -796,10 +796,11 @@ out:
  * producer did not finish, and the push is abandoned (no snapshot), so a
  * truncated stream is never recorded as a backup. */
 
-enum { OPT_META_FILE = 1 };
+enum { OPT_META_FILE = 1, OPT_SP_LEVEL };
 
 typedef struct sp_opts {
 	const char *meta_file;
+	long level; /* 0: the repository's */
 } sp_opts;
 
 static int sp_on_opt(int val, const char *arg, void *ctx)
@@ -809,11 +810,14 @@ static int sp_on_opt(int val, const char *arg, void *ctx)
 		o->meta_file = arg;
 		return 0;
 	}
+	if (val == OPT_SP_LEVEL)
+		return dp_cli_parse_int(&o->level, "--zstd-level", arg, 1, 19);
 	return dp_error_set(DP_EUSAGE, "unexpected option");
 }
 
 static const struct option sp_options[] = {
     {"meta-file", required_argument, NULL, OPT_META_FILE},
+    {"zstd-level", required_argument, NULL, OPT_SP_LEVEL},
     {0},
 };
 
@@ -834,6 +838,8 @@ int dp_worker_stream_push(int argc, char **argv)
 	             "                     producer writes it once it has finished); it is\n"
 	             "                     attached to the snapshot. If F is missing or not a\n"
 	             "                     JSON object the push is abandoned: no snapshot.\n"
+	             "  --zstd-level N     compress new blobs at level N (default: the\n"
+	             "                     repository\'s)\n"
 	             "  --json             print the result as JSON (as push --json)\n",
 	    .examples = "( tool-that-streams && echo '{\"end\":\"0/3000100\"}' > m.json ) |\n"
 	                "  dp-worker stream-push --meta-file m.json db1-full-1",
@@ -857,8 +863,11 @@ int dp_worker_stream_push(int argc, char **argv)
 	/* A bigger pipe buffer means fewer, larger reads (and wake-ups) when a
 	 * producer streams hundreds of MB/s into us; best effort. */
 	(void)fcntl(STDIN_FILENO, F_SETPIPE_SZ, 1 << 20);
-	if ((rc = dp_worker_open_repo(&repo, &c)) ||
-	    (rc = dp_push_begin(&push, repo, name, "stream")))
+	if ((rc = dp_worker_open_repo(&repo, &c)))
+		goto out;
+	if (o.level > 0)
+		dp_repo_set_zstd_level(repo, (int)o.level);
+	if ((rc = dp_push_begin(&push, repo, name, "stream")))
 		goto out;
 	const size_t cap = 1u << 20;
 	if (!(buf = malloc(cap))) {

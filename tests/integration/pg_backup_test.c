@@ -100,6 +100,29 @@ START_TEST(full_backup_drop_restore_new_dir)
 	ck_assert_ptr_nonnull(strstr(before, "items|20000|"));
 	full_backup(&pg, "pg-full-1", NULL);
 
+	/* pg_basebackup dying half-way through the stream records nothing. */
+	char fake[PATH_MAX];
+	dp_pg_mkdtemp(fake, "pgfake");
+	dp_test_result r;
+	int st = dp_test_run(&r,
+	                     "for f in " DP_PG_BIN
+	                     "/*; do ln -s \"$f\" %s/; done && rm %s/pg_basebackup && "
+	                     "printf '#!/bin/sh\\n" DP_PG_BIN
+	                     "/pg_basebackup \"$@\" | head -c 3000000\\nexit 1\\n' > "
+	                     "%s/pg_basebackup && chmod 755 %s/pg_basebackup",
+	                     fake, fake, fake, fake);
+	ck_assert_msg(st == 0, "%s", r.err);
+	dp_test_result_free(&r);
+	st = dp_pg_script(&r, &pg, "DP_PG_BIN=%s DP_BACKUP_NAME=pg-broken bash $S/backup-full.sh",
+	                  fake);
+	ck_assert_int_ne(st, 0);
+	ck_assert_msg(strstr(r.err, "no backup \"pg-broken\" was recorded"), "%s", r.err);
+	dp_test_result_free(&r);
+	st = dp_pg_script(&r, &pg, "$DP_WORKER ls --json | jq -r '.[].name'");
+	ck_assert_int_eq(st, 0);
+	ck_assert_str_eq(r.out, "pg-full-1\n");
+	dp_test_result_free(&r);
+
 	free(dp_pg_query(&pg, "DROP TABLE items"));
 	char *dropped = dp_pg_checksums(&pg);
 	ck_assert_ptr_null(strstr(dropped, "items|"));
@@ -108,7 +131,6 @@ START_TEST(full_backup_drop_restore_new_dir)
 	ck_assert_str_eq(after, before);
 
 	/* A second restore into a non-empty directory is refused. */
-	dp_test_result r;
 	ck_assert_int_ne(
 	    dp_pg_script_root(&r, &pg, "bash $S/restore.sh --backup pg-full-1 --to %s", dir), 0);
 	ck_assert_ptr_nonnull(strstr(r.err, "not empty"));
