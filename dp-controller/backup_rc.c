@@ -900,6 +900,29 @@ out:
 	return rc;
 }
 
+/* Removes the state files of the backup's jobs (the logs stay), so a
+ * backup made again under the same name never adopts their results. */
+static void forget_jobs(dp_ctl *c, ctl_res *x)
+{
+	static const char *const lists[] = {"actions", "deleteActions", "stopActions", NULL};
+	static const char *const sfx[] = {"pid", "exit", "info", "events", NULL};
+	for (int l = 0; lists[l]; l++) {
+		const cJSON *acts = cJSON_GetObjectItemCaseSensitive(x->status, lists[l]);
+		for (const cJSON *a = acts ? acts->child : NULL; a; a = a->next) {
+			if (!js(a, "job"))
+				continue;
+			for (int64_t att = 0; att <= jnum(a, "attempt", 0); att++) {
+				char id[600], p[PATH_MAX + 700];
+				snprintf(id, sizeof(id), "%s.%lld", js(a, "job"), (long long)att);
+				for (int k = 0; sfx[k]; k++) {
+					c->rt->path(c->rt, id, sfx[k], p, sizeof(p));
+					unlink(p);
+				}
+			}
+		}
+	}
+}
+
 static int delete_step(dp_ctl *c, ctl_res *x, bool *final)
 {
 	char list[1024];
@@ -943,6 +966,7 @@ static int delete_step(dp_ctl *c, ctl_res *x, bool *final)
 	if (retain && had_data)
 		dp_info("backup \"%s\": deletionPolicy Retain: the data stays in the repository",
 		        x->r.name);
+	forget_jobs(c, x);
 	rc = dp_catalog_remove(c->cat, DP_KIND_BACKUP, x->r.name);
 	if (rc == DP_ENOTFOUND) {
 		dp_error_clear();

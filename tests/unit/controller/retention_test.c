@@ -222,6 +222,22 @@ START_TEST(sizes_from_worker_events)
 }
 END_TEST
 
+/* A backup deleted and made again under the same name runs again: it does
+ * not adopt the old one's job. */
+START_TEST(same_name_again_runs_again)
+{
+	dp_ctl *c = fx_open();
+	backup(c, "again", NULL, NULL, NULL);
+	ck_assert_int_eq(dp_ctl_backup_delete(c, "again", false), 0);
+	ck_assert_int_eq(dp_ctl_drive(c, DP_KIND_BACKUP, "again", 30, NULL, NULL), 0);
+	ck_assert(!fx_exists(c, "again"));
+	backup(c, "again", NULL, NULL, NULL);
+	ck_assert_int_eq(fx_runs_of("again"), 2);
+	ck_assert(in_repo("again"));
+	dp_ctl_close(c);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("controller/retention");
@@ -234,6 +250,7 @@ static Suite *suite(void)
 	tcase_add_test(t, retain_keeps_data_and_import_brings_it_back);
 	tcase_add_test(t, import_on_a_fresh_home);
 	tcase_add_test(t, sizes_from_worker_events);
+	tcase_add_test(t, same_name_again_runs_again);
 	suite_add_tcase(s, t);
 	return s;
 }
