@@ -204,6 +204,30 @@ static int policy_busy(dp_ctl *c, const char *policy, const char *self, char *wh
 	return busy;
 }
 
+/* A Restore of the policy's database that is running: 1 and its name
+ * ("restore/NAME") in who. */
+static int policy_restoring(dp_ctl *c, const char *policy, char *who, size_t wl)
+{
+	dp_resource *v = NULL;
+	size_t n = 0;
+	int rc = dp_catalog_list(c->cat, DP_KIND_RESTORE, &v, &n);
+	if (rc)
+		return rc;
+	int busy = 0;
+	for (size_t i = 0; i < n && !busy; i++) {
+		cJSON *st = cJSON_Parse(v[i].status);
+		if (phase_is(st, "Running") && js(st, "backupPolicyName") &&
+		    strcmp(js(st, "backupPolicyName"), policy) == 0 &&
+		    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(st, "inPlace"))) {
+			busy = 1;
+			snprintf(who, wl, "restore/%s", v[i].name);
+		}
+		cJSON_Delete(st);
+	}
+	dp_resources_free(v, n);
+	return busy;
+}
+
 /* The newest Completed backup of policy+method (for DP_PARENT_BACKUP_NAME). */
 static void previous_completed(dp_ctl *c, const char *policy, const char *method, const char *self,
                                char *out, size_t outlen)
@@ -482,6 +506,20 @@ static int start(dp_ctl *c, ctl_res *x, bool *waiting)
 	}
 	bool cont =
 	    js(as.spec, "backupType") && strcmp(js(as.spec, "backupType"), "Continuous") == 0;
+	/* Backups of a database wait while it is being restored. */
+	int restoring = policy_restoring(c, pn, who, sizeof(who));
+	if (restoring < 0) {
+		rc = restoring;
+		goto out;
+	}
+	if (restoring) {
+		if (!js(x->status, "waitingFor") || strcmp(js(x->status, "waitingFor"), who)) {
+			jset_str(x->status, "waitingFor", who);
+			rc = ctl_save(c, x);
+		}
+		*waiting = true;
+		goto out;
+	}
 	if (!cont) {
 		int busy = policy_busy(c, pn, x->r.name, who, sizeof(who));
 		if (busy < 0) {

@@ -284,6 +284,8 @@ static int validate(dp_ctl *c, ctl_res *x, char *reason, size_t rl)
 	jset_str(x->status, "backupRepoName", js(bk.status, "backupRepoName"));
 	jset_str(x->status, "actionSetName", as.r.name);
 	jset_str(x->status, "backupPolicyName", pn);
+	if (in_place)
+		cJSON_AddTrueToObject(x->status, "inPlace");
 	if (rt)
 		jset_str(x->status, "restoreTime", rt);
 out:

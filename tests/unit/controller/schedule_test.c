@@ -329,6 +329,82 @@ START_TEST(action_timeout)
 }
 END_TEST
 
+/* Backups of a database wait while it is restored in place; a restore
+ * validates first and runs prepareData then postReady. */
+START_TEST(backups_wait_for_an_in_place_restore)
+{
+	dp_ctl *c = fx_open();
+	char script[PATH_MAX + 16];
+	snprintf(script, sizeof(script), "%s/full.sh", dp_test_dir);
+	fx_apply(c,
+	         "apiVersion: dataprotection.dp.io/v1alpha1\n"
+	         "kind: ActionSet\n"
+	         "metadata: {name: t-rest, labels: {dataprotection.dp.io/engine: restdb}}\n"
+	         "spec:\n"
+	         "  backupType: Full\n"
+	         "  env: [{name: RUNS, value: \"%s\"}]\n"
+	         "  backup:\n"
+	         "    backupData: {command: [bash, \"%s\"]}\n"
+	         "  restore:\n"
+	         "    prepareData: {command: [bash, -c, 'sleep 1; echo \"$DP_BACKUP_NAME "
+	         "$DP_RESTORE_IN_PLACE\" >\"$RUNS/prepared\"']}\n"
+	         "    postReady:\n"
+	         "      - {command: [bash, -c, 'echo ready >\"$RUNS/ready\"']}\n"
+	         "---\n"
+	         "apiVersion: dataprotection.dp.io/v1alpha1\n"
+	         "kind: BackupPolicy\n"
+	         "metadata: {name: rp}\n"
+	         "spec: {backupRepoName: r, target: {engine: restdb, dataDir: \"%s\"}}\n",
+	         fx_runs, script, dp_test_dir);
+	dp_ctl_backup_req req = {0};
+	req.policy = "rp";
+	req.name = "b1";
+	ck_assert_int_eq(dp_ctl_backup_create(c, &req, NULL, 0), 0);
+	ck_assert_int_eq(dp_ctl_drive(c, DP_KIND_BACKUP, "b1", 30, NULL, NULL), 0);
+	dp_ctl_restore_req rr = {0};
+	rr.backup = "b1";
+	rr.in_place = true;
+	rr.name = "r1";
+	ck_assert_int_eq(dp_ctl_restore_create(c, &rr, NULL, 0), 0);
+	ck_assert_int_eq(dp_ctl_sync(c), 0);
+	req.name = "b2";
+	ck_assert_int_eq(dp_ctl_backup_create(c, &req, NULL, 0), 0);
+	ck_assert_int_eq(dp_ctl_sync(c), 0);
+	char ph[64], why[128];
+	fx_status(c, "b2", "phase", ph, sizeof(ph));
+	fx_status(c, "b2", "waitingFor", why, sizeof(why));
+	ck_assert_str_eq(ph, "New");
+	ck_assert_str_eq(why, "restore/r1");
+	ck_assert_int_eq(dp_ctl_drive(c, DP_KIND_RESTORE, "r1", 30, NULL, NULL), 0);
+	fx_settle(c);
+	fx_status(c, "b2", "phase", ph, sizeof(ph));
+	ck_assert_str_eq(ph, "Completed");
+	char p[PATH_MAX + 32], line[128] = "";
+	snprintf(p, sizeof(p), "%s/prepared", fx_runs);
+	FILE *f = fopen(p, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(line, sizeof(line), f));
+	fclose(f);
+	ck_assert_str_eq(line, "b1 true\n");
+	snprintf(p, sizeof(p), "%s/ready", fx_runs);
+	ck_assert_int_eq(access(p, F_OK), 0);
+	/* Validation: a target that is not empty is refused before anything runs. */
+	rr.in_place = false;
+	rr.to_dir = dp_test_dir;
+	rr.name = "r2";
+	ck_assert_int_eq(dp_ctl_restore_create(c, &rr, NULL, 0), 0);
+	ck_assert_int_eq(dp_ctl_drive(c, DP_KIND_RESTORE, "r2", 30, NULL, NULL), 0);
+	dp_resource r = {0};
+	ck_assert_int_eq(dp_catalog_get(dp_ctl_catalog(c), DP_KIND_RESTORE, "r2", &r), 0);
+	ck_assert_msg(strstr(r.status, "\"phase\":\"Failed\"") &&
+	                  strstr(r.status, "exists and is not empty") &&
+	                  !strstr(r.status, "\"actions\""),
+	              "%s", r.status);
+	dp_resource_clear(&r);
+	dp_ctl_close(c);
+}
+END_TEST
+
 /* The controller dies (SIGKILL) at a step; a new one must finish the slot
  * exactly once. */
 static void crash_at(const char *point)
@@ -413,6 +489,7 @@ static Suite *suite(void)
 	tcase_add_test(t, no_concurrent_runs_of_a_policy);
 	tcase_add_test(t, failure_reason_and_retries);
 	tcase_add_test(t, action_timeout);
+	tcase_add_test(t, backups_wait_for_an_in_place_restore);
 	tcase_add_test(t, continuous_method_runs_once_and_stops_when_disabled);
 	tcase_add_test(t, restart_after_schedule_created);
 	tcase_add_test(t, restart_after_backup_planned);
