@@ -162,6 +162,21 @@ int ctl_schedule_reconcile(dp_ctl *c, const char *name, bool *final)
 			changed = true;
 			continue;
 		}
+		/* lastSuccessfulTime: when the last backup it made completed. */
+		if (js(st, "lastBackupName")) {
+			ctl_res lb;
+			if (ctl_load(c, DP_KIND_BACKUP, js(st, "lastBackupName"), &lb) == 0) {
+				const char *done = js(lb.status, "completionTimestamp");
+				if (phase_in(lb.status, "Completed", NULL) && done &&
+				    (!js(st, "lastSuccessfulTime") ||
+				     strcmp(js(st, "lastSuccessfulTime"), done))) {
+					jset_str(st, "lastSuccessfulTime", done);
+					changed = true;
+				}
+				ctl_res_free(&lb);
+			}
+			dp_error_clear();
+		}
 		int64_t last = jtime(st, "lastScheduleTime");
 		if (!last) {
 			jset_time(st, "lastScheduleTime", now);

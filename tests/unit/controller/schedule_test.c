@@ -43,6 +43,13 @@ START_TEST(fires_the_right_backups)
 	fx_status(c, "p-full-20260301010000", "totalSize", total, sizeof(total));
 	ck_assert_str_eq(total, "42");
 	ck_assert_int_eq(fx_runs_of("p-full-20260301010000"), 1);
+	ck_assert_int_eq(dp_ctl_sync(c), 0); /* the schedule sees the result */
+	dp_resource sr = {0};
+	ck_assert_int_eq(dp_catalog_get(dp_ctl_catalog(c), DP_KIND_BACKUP_SCHEDULE, "s", &sr), 0);
+	ck_assert_msg(strstr(sr.status, "\"lastSuccessfulTime\":\"2026-03-01T01:00:30Z\"") &&
+	                  strstr(sr.status, "\"lastScheduleTime\":\"2026-03-01T01:00:00Z\""),
+	              "%s", sr.status);
+	dp_resource_clear(&sr);
 	/* Down from 01:10 to 04:10: 02:00 and 03:00 are skipped, 04:00 runs. */
 	fx_now = fx_t("2026-03-01T01:10:00Z");
 	fx_settle(c);
