@@ -74,6 +74,7 @@ int dp_pack_read_header(dp_repo *r, dp_aead *a, const char *key, const uint8_t *
                         uint64_t pack_size, dp_blob_loc **out, size_t *n)
 {
 	dp_buf plain = {0};
+	dp_blob_loc *v = NULL;
 	int rc;
 	if (len < 4 + DP_SEAL_OVERHEAD || len > pack_size)
 		return dp_error_set(DP_ECORRUPT, "pack \"%s\" is truncated", key);
@@ -81,9 +82,8 @@ int dp_pack_read_header(dp_repo *r, dp_aead *a, const char *key, const uint8_t *
 	if (hlen > len - 4 || hlen < DP_SEAL_OVERHEAD)
 		return dp_error_set(DP_ECORRUPT, "pack \"%s\" has a malformed header length", key);
 	if ((rc = dp_object_open(r, a, "pack-header", key, tail + len - 4 - hlen, hlen, &plain)))
-		return rc;
+		goto out;
 	size_t count = plain.len / DP_PACK_ENTRY_LEN;
-	dp_blob_loc *v = NULL;
 	if (plain.len % DP_PACK_ENTRY_LEN) {
 		rc = dp_error_set(DP_ECORRUPT, "pack \"%s\" has a malformed header", key);
 		goto out;
