@@ -201,11 +201,18 @@ START_TEST(test_cli_changes_reach_watch)
 	ck_assert(watch_wait(w, "\"kind\":\"Restore\",\"name\":\"r1\"", 5000));
 	ck_assert_int_eq(DP(&r, "delete restore r1"), 0);
 	dp_test_result_free(&r);
-	ck_assert(watch_wait(w, "\"type\":\"delete\",\"resourceVersion\":\"7\"", 5000));
+	ck_assert(watch_wait(w, "\"type\":\"delete\"", 5000));
 	char *got = watch_end(w);
-	for (int i = 1; i <= 7; i++) {
+	/* Every version from the first to the delete, with no gap (how many
+	 * there are depends on the built-in ActionSets dp loads first). */
+	const char *del = strstr(got, "\"type\":\"delete\"");
+	const char *rv = del ? strstr(del, "\"resourceVersion\":\"") : NULL;
+	ck_assert_msg(rv != NULL, "no delete event with a version in:\n%s", got);
+	long last = strtol(rv + strlen("\"resourceVersion\":\""), NULL, 10);
+	ck_assert_int_ge(last, 7);
+	for (long i = 1; i <= last; i++) {
 		char id[32];
-		snprintf(id, sizeof(id), "id: %d\n", i);
+		snprintf(id, sizeof(id), "id: %ld\n", i);
 		ck_assert_msg(strstr(got, id), "missing %s in:\n%s", id, got);
 	}
 	free(got);
@@ -232,10 +239,11 @@ START_TEST(test_cli_changes_reach_watch)
 	size_t n;
 	ck_assert_int_eq(dp_catalog_open(&c, catalog_path), 0);
 	ck_assert_int_eq(dp_catalog_audit(c, 0, 0, &au, &n), 0);
-	ck_assert_uint_eq(n, 8);
-	ck_assert_str_ne(au[0].actor, DP_API_ACTOR);
-	ck_assert_str_eq(au[7].actor, DP_API_ACTOR);
-	ck_assert_str_eq(au[7].name, "from-api");
+	ck_assert_uint_ge(n, 8);
+	for (size_t i = 0; i + 1 < n; i++)
+		ck_assert_str_ne(au[i].actor, DP_API_ACTOR);
+	ck_assert_str_eq(au[n - 1].actor, DP_API_ACTOR);
+	ck_assert_str_eq(au[n - 1].name, "from-api");
 	dp_audit_free(au, n);
 	dp_catalog_close(c);
 }
