@@ -182,7 +182,7 @@ fi
 
 # ---- prepare: validate everything first ----
 
-[ -n "$DP_REPO" ] || pg_die "DP_REPO is not set: name the repository"
+[ -n "${DP_REPO:-}" ] || pg_die "DP_REPO is not set: name the repository"
 [ -z "$rtime" ] || [[ "$rtime" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}[T\ ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$ ]] ||
 	pg_die "--time \"$rtime\": use YYYY-MM-DDTHH:MM:SSZ (UTC)"
 [ -z "$rlsn" ] || [[ "$rlsn" =~ ^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$ ]] || pg_die "--lsn \"$rlsn\": use the form 0/3000028"
