@@ -18,6 +18,8 @@
 #   bash bench/pg.sh                      # BIN=bin, scale 100
 #   SCALE=10 BENCH_DIR=/tmp/x bash bench/pg.sh
 #   DP_INIT_OPTS="--chunk-avg 16K" bash bench/pg.sh   # repo init options
+#   DP_ZSTD_LEVEL= bash bench/pg.sh       # the repository's zstd level instead
+#                                         # of the ActionSet's (1)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -123,6 +125,7 @@ P=$(port_of)
 start_pg "$dir/dp/data" "$P"
 sync # the copy's writeback must not run during the timed backup
 sleep 2
+export DP_ZSTD_LEVEL=${DP_ZSTD_LEVEL-1} # as the postgresql-basebackup ActionSet sets it
 export DP_REPO=$dir/dp/repo DP_REPO_PASSPHRASE=bench-passphrase DP_WORKER=$BIN/dp-worker DP_PG_BIN=$PGB
 export DP_DB_HOST=$dir DP_DB_PORT=$P DP_DB_USER=$U DP_DATA_DIR=$dir/dp/data
 # shellcheck disable=SC2086
@@ -195,8 +198,8 @@ rm -rf "$dir/pbr/restore" "$dir/pbr/data"
 
 # ---- the table ----
 echo
-printf 'data directory: %d MB without pg_wal (pgbench scale %s + randtext %s rows); churn -t %s / -t %s\n\n' \
-	$((datasize / 1000000)) "$SCALE" "$RANDTEXT_ROWS" "$HEAVY" "$LIGHT"
+printf 'data directory: %d MB without pg_wal (pgbench scale %s + randtext %s rows); churn -t %s / -t %s; dp zstd level %s\n\n' \
+	$((datasize / 1000000)) "$SCALE" "$RANDTEXT_ROWS" "$HEAVY" "$LIGHT" "${DP_ZSTD_LEVEL:-of the repository}"
 printf '| step | dp wall s | pgBackRest wall s | dp/pgBR | dp CPU s | pgBR CPU s | dp peak RSS MiB | pgBR peak RSS MiB | dp repo +MB | pgBR repo +MB | dp/pgBR bytes |\n'
 printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for step in full heavy light restore; do
