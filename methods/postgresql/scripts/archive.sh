@@ -45,7 +45,7 @@ prune_archive() {
 	names=()
 	while read -r n; do
 		[[ "$n" =~ ^[0-9A-F]{24}(\.[0-9A-F]{8}\.backup)?$ ]] || continue
-		[ "$(seg_num "$n")" -lt "$seg" ] && names+=("$n")
+		[ $(((16#${n:8:8} << 8) + 16#${n:16:8})) -lt "$seg" ] && names+=("$n")
 	done < <("$DPW" wal-ls --archive "$archive" "${REPO_ARGS[@]}")
 	if [ "${#names[@]}" -gt 0 ]; then
 		"$DPW" wal-rm --archive "$archive" "${REPO_ARGS[@]}" "${names[@]}"

@@ -43,7 +43,7 @@ if [ "$nsegs" -gt 0 ]; then
 	prev=$(seg_num "$last")
 	runstart=$last
 	while read -r s; do
-		n=$(seg_num "$s")
+		n=$(((16#${s:8:8} << 8) + 16#${s:16:8})) # seg_num, without a fork per line
 		if [ "$n" -eq "$prev" ] || [ "$n" -eq $((prev - 1)) ]; then
 			runstart=$s
 			prev=$n
