@@ -3,8 +3,10 @@
  * files) under a name in a named archive, and fetch them back. They serve
  * as a database's archive_command / restore_command, so they know nothing
  * of any engine: "store this file under this name, idempotently", "fetch
- * it", "list them". Also put-file / get-file for small method metadata
- * (e.g. a recoverable window computed by a method script).
+ * it", "list them", "remove these" (wal-push, wal-fetch, wal-ls, wal-rm).
+ * Also put-file / get-file for small method metadata (e.g. a recoverable
+ * window computed by a method script), and stream-push: stdin as a snapshot
+ * whose metadata is read only at the end of the stream (see its comment).
  *
  * Objects: "wal/<archive>/<name>", a small sealed file (dp_repo_put_file;
  * the key is bound as associated data, so an object renamed in storage fails
