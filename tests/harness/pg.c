@@ -48,28 +48,70 @@ static void chown_nobody(const char *path)
 }
 
 /* Temp dirs made for this test process; dp_pg_destroy removes them. Any
- * server still running over a data directory inside them is stopped first. */
+ * server still running over a data directory inside them is stopped first
+ * (by the reaper below if the test ends early). */
 static char made[32][PATH_MAX];
 static int nmade;
 
-static void cleanup_made(void);
+/* The reaper: check ends a failed forked test with _exit(), so neither
+ * atexit nor teardown runs. One small process per test process, started with
+ * the first temp dir, waits for the test process to go, then stops the
+ * servers (by the PID in postmaster.pid) over data directories in the temp
+ * dirs listed in its file and removes those dirs. dp_pg_destroy empties the
+ * list after cleaning up itself. */
+static char reaper_list[PATH_MAX];
 
-/* A failed assertion ends the forked test with exit(): servers it started
- * and its temp dirs go then too. */
-static void at_exit(void)
+static const char reaper_script[] =
+    "while kill -0 \"$1\" 2>/dev/null; do sleep 0.5; done\n"
+    "[ -f \"$2\" ] || exit 0\n"
+    "while read -r d; do\n"
+    "  for f in \"$d\"/*/postmaster.pid; do\n"
+    "    [ -f \"$f\" ] || continue\n"
+    "    p=$(head -n 1 \"$f\"); kill -INT \"$p\" 2>/dev/null\n"
+    "    for i in $(seq 100); do kill -0 \"$p\" 2>/dev/null || break; sleep 0.1; done\n"
+    "  done\n"
+    "  rm -rf \"$d\"\n"
+    "done < \"$2\"\n"
+    "rm -f \"$2\"\n";
+
+static void reaper_start(void)
 {
-	if (nmade > 0)
-		cleanup_made();
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	FMT(reaper_list, "%s/dp-pg-reaper-%ld.list", tmp, (long)getpid());
+	FILE *f = fopen(reaper_list, "w");
+	ck_assert_ptr_nonnull(f);
+	fclose(f);
+	char pid[32];
+	snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+	pid_t c = fork();
+	ck_assert_int_ge(c, 0);
+	if (c == 0) {
+		setsid();
+		int nul = open("/dev/null", O_RDWR);
+		for (int fd = 0; fd < 3; fd++)
+			dup2(nul, fd);
+		for (int fd = 3; fd < 1024; fd++)
+			close(fd);
+		execl("/bin/sh", "sh", "-c", reaper_script, "dp-pg-reaper", pid, reaper_list,
+		      (char *)NULL);
+		_exit(127);
+	}
+}
+
+static void reaper_add(const char *dir)
+{
+	FILE *f = fopen(reaper_list, "a");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "%s\n", dir);
+	fclose(f);
 }
 
 void dp_pg_mkdtemp(char out[PATH_MAX], const char *tag)
 {
-	static bool registered;
-	if (!registered) {
-		atexit(at_exit);
-		registered = true;
-	}
+	if (!reaper_list[0])
+		reaper_start();
 	dp_test_mkdtemp(out, tag);
+	reaper_add(out);
 	if (nmade < 32)
 		snprintf(made[nmade++], PATH_MAX, "%s", out);
 	ck_assert_int_eq(chmod(out, 0755), 0);
@@ -365,6 +407,11 @@ static void cleanup_made(void)
 		dp_test_run(&r, "%s", cmd);
 		dp_test_result_free(&r);
 		dp_test_rmrf(made[i]);
+	}
+	if (reaper_list[0]) {
+		FILE *f = fopen(reaper_list, "w"); /* nothing left for the reaper */
+		if (f)
+			fclose(f);
 	}
 }
 
