@@ -144,7 +144,8 @@ added "dp light" "$DP_REPO" "$b"
 stop_pg "$dir/dp/data"
 settle
 as mkdir -m 700 "$dir/dp/restore"
-measure "dp restore" runuser -u "$U" -- bash -c "set -o pipefail; '$BIN/dp-worker' pull --quiet b3 - | tar -x -b 2048 -C '$dir/dp/restore' -f - && sync -f '$dir/dp/restore'"
+# The data path of restore.sh: pull (with a 1 MiB pipe) | tar -x, then syncfs.
+measure "dp restore" runuser -u "$U" -- bash -c "set -o pipefail; perl -e 'fcntl(STDOUT, 1031, 1 << 20); exec { \$ARGV[0] } @ARGV' '$BIN/dp-worker' pull --quiet b3 - | tar -x -b 2048 -C '$dir/dp/restore' -f - && sync -f '$dir/dp/restore'"
 rm -rf "$dir/dp/restore" "$dir/dp/data"
 
 # ---- pgBackRest ----

@@ -286,7 +286,7 @@ chmod 700 "$dest"
 [ "$(id -un)" = "$owner" ] || chown "$owner" "$dest"
 
 set +e
-"$DPW" pull --quiet "${REPO_ARGS[@]}" "$base" - | as_user "$owner" tar -x -b 2048 --no-same-owner -C "$dest" -f -
+big_pipe "$DPW" pull --quiet "${REPO_ARGS[@]}" "$base" - | as_user "$owner" tar -x -b 2048 --no-same-owner -C "$dest" -f -
 st=("${PIPESTATUS[@]}")
 set -e
 if [ "${st[0]}" -ne 0 ] || [ "${st[1]}" -ne 0 ]; then
