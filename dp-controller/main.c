@@ -8,7 +8,8 @@
  * built-in ActionSets, re-adopts or fails the workers of the previous run
  * (the first sync pass does that: every Running action is polled by pid and
  * start time), serves the REST API (dp_api_start, its own threads and
- * catalog connection), and runs a sync pass whenever the catalog changes,
+ * catalog connection) and GET /metrics (metrics.c, with the API's token),
+ * and runs a sync pass whenever the catalog changes,
  * and at least every --sync-ms. Logs go to stderr. SIGTERM or SIGINT stops
  * it cleanly after the current pass: workers are left running in their own
  * sessions, to be adopted by the next controller.
@@ -26,6 +27,7 @@
 #include "dp/cliopt.h"
 #include "dp/error.h"
 #include "dp/log.h"
+#include "metrics.h"
 
 static volatile sig_atomic_t stop_sig;
 
@@ -144,11 +146,13 @@ int main(int argc, char **argv)
 	        c->methods[0] ? c->methods : "(none)");
 	if (!o.no_api) {
 		dp_api_opts ao = {0};
-		char cat[PATH_MAX + 16];
+		static char cat[PATH_MAX + 16]; /* outlives the server (metrics) */
 		snprintf(cat, sizeof(cat), "%s/catalog.db", dp_ctl_home(c));
 		ao.listen = o.listen;
 		ao.home = dp_ctl_home(c);
 		ao.on_delete = api_delete;
+		ao.route = dp_ctl_metrics_route;
+		ao.route_arg = cat;
 		if ((rc = dp_api_start(&api, cat, &ao)))
 			goto out;
 		dp_info("API on %s (port %d), token in %s/%s",

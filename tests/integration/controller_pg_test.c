@@ -10,7 +10,9 @@
  *    deleting the continuous backup turns archiving off.
  *  - daemon mode: dp-controller runs (API on a free port); `dp backup
  *    --wait` hands the backup to it; a Backup PUT through the API with the
- *    token is run by it; SIGTERM stops it cleanly (exit 0, pid file gone).
+ *    token is run by it; /metrics reports it; a restore through it; kill -9
+ *    mid-backup and a restart finish that backup once; SIGTERM stops it
+ *    cleanly (pid file gone).
  */
 #include <signal.h>
 #include <stdarg.h>
@@ -272,6 +274,8 @@ START_TEST(embedded_backup_pitr_import_restore)
 }
 END_TEST
 
+/* Waits until the daemon logged its API port (the log was removed before
+ * it started: the shell opens it in the background). */
 static long daemon_pid(const char *log, int *port)
 {
 	for (int i = 0; i < 100; i++) {
@@ -299,6 +303,7 @@ START_TEST(daemon_and_api)
 	char log[PATH_MAX + 16], pidf[PATH_MAX + 32];
 	snprintf(log, sizeof(log), "%s.log", home);
 	snprintf(pidf, sizeof(pidf), "%s/dp-controller.pid", home);
+	unlink(log);
 	ck_assert_int_eq(dp_test_run(&r,
 	                             "runuser -u nobody -- '%s' --listen 127.0.0.1:0 --sync-ms 300 "
 	                             "</dev/null >%s 2>&1 & echo $!",
@@ -352,6 +357,26 @@ START_TEST(daemon_and_api)
 			usleep(200000);
 	}
 	ck_assert_msg(done, "the daemon did not complete the API's backup");
+	/* /metrics with the token (401 without). */
+	ck_assert_int_eq(dp_test_run(&r,
+	                             "curl -sS -H \"Authorization: Bearer $(cat %s/api-token)\" "
+	                             "http://127.0.0.1:%d/metrics",
+	                             home, port),
+	                 0);
+	ck_assert_msg(
+	    strstr(r.out, "dp_backups{phase=\"Completed\"} 2\n") &&
+	        strstr(r.out, "dp_backuprepo_ready{repo=\"nas\"} 1\n") &&
+	        strstr(r.out,
+	               "dp_backup_last_success_timestamp_seconds{policy=\"pg\",method=\"full\"}"),
+	    "%s", r.out);
+	dp_test_result_free(&r);
+	ck_assert_int_eq(
+	    dp_test_run(&r, "curl -sS -o /dev/null -w '%%{http_code}' http://127.0.0.1:%d/metrics",
+	                port),
+	    0);
+	ck_assert_str_eq(r.out, "401");
+	dp_test_result_free(&r);
+
 	/* A restore through the daemon. */
 	char parent[PATH_MAX];
 	dp_pg_mkdtemp(parent, "dprestore");
@@ -389,6 +414,8 @@ START_TEST(daemon_and_api)
 	ck_assert_int_eq(kill((pid_t)pid, SIGKILL), 0);
 	for (int i = 0; i < 100 && kill((pid_t)pid, 0) == 0; i++)
 		usleep(50000);
+	unlink(log);
+	long old_pid = pid;
 	ck_assert_int_eq(dp_test_run(&r,
 	                             "runuser -u nobody -- '%s' --listen 127.0.0.1:0 --sync-ms 300 "
 	                             "</dev/null >%s 2>&1 & echo $!",
@@ -400,6 +427,7 @@ START_TEST(daemon_and_api)
 	ck_assert_ptr_nonnull(f);
 	ck_assert_int_eq(fscanf(f, "%ld", &pid), 1);
 	fclose(f);
+	ck_assert_int_ne(pid, old_pid);
 	st = dp(&r, "backup --policy pg --name after-restart --wait --timeout 120");
 	ck_assert_msg(st == 0 && strstr(r.out, "Completed"), "%d\n%s\n%s", st, r.out, r.err);
 	dp_test_result_free(&r);
@@ -419,7 +447,10 @@ START_TEST(daemon_and_api)
 	ck_assert_msg(strcmp(r.out, "1\n") == 0, "snapshots of killed-daemon: %s %s", r.out, r.err);
 	dp_test_result_free(&r);
 	/* SIGTERM: clean stop. */
-	ck_assert_int_eq(kill((pid_t)pid, SIGTERM), 0);
+	if (kill((pid_t)pid, SIGTERM) != 0) {
+		dp_test_run(&r, "cat %s", log);
+		ck_abort_msg("dp-controller %ld is gone: %s", pid, r.out);
+	}
 	bool gone = false;
 	for (int i = 0; i < 100 && !gone; i++) {
 		gone = kill((pid_t)pid, 0) != 0;
