@@ -36,7 +36,6 @@ command -v pgbackrest >/dev/null || { echo "bench/pg.sh: pgbackrest is not insta
 
 dir=${BENCH_DIR:-$(mktemp -d /tmp/dp-bench-pg-XXXXXX)}
 mkdir -p "$dir" && chown "$U" "$dir" && chmod 755 "$dir"
-pids=()
 cleanup() {
 	for d in "$dir"/tmpl "$dir"/dp/data "$dir"/pbr/data "$dir"/dp/restore "$dir"/pbr/restore; do
 		[ -f "$d/postmaster.pid" ] || continue

@@ -72,8 +72,8 @@ psql_q() { "$PGBIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 -c "$1"; }
 # that string comparison orders them.
 utc_norm() { date -u -d "$1" +%Y-%m-%dT%H:%M:%S.%6NZ; }
 utc_now() { date -u +%Y-%m-%dT%H:%M:%S.%6NZ; }
-# SQL expression for the server's clock in that format.
-SQL_NOW="to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+# SQL expression for the server's clock in that format (used by the scripts).
+export SQL_NOW="to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 # lsn_num 0/3000028 -> decimal, for comparisons.
 lsn_num() {

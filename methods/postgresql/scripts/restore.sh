@@ -144,7 +144,8 @@ ready() {
 		local sock
 		sock=$(state_get sockdir)
 		[ -n "$sock" ] && [ -d "$sock" ] || sock=127.0.0.1
-		export PGHOST=${DP_RESTORE_HOST:-$sock} PGPORT=$(state_get port)
+		PGPORT=$(state_get port)
+		export PGHOST=${DP_RESTORE_HOST:-$sock} PGPORT
 	fi
 	if [ "$recovery" = 1 ]; then
 		local r=t
