@@ -121,8 +121,10 @@ void dp_cli_help(const dp_cli_cmd *cmd, FILE *f)
 		fputc('\n', f);
 	}
 	fprintf(f, "\n%s", exit_status_text);
-	fprintf(f, "\nenvironment: DP_REPO, DP_REPO_PASSPHRASE, DP_STATUS_FD (a descriptor for "
-	           "JSON-line\nprogress and result events)\n");
+	fprintf(f,
+	        "\nenvironment: DP_REPO, DP_REPO_PASSPHRASE, DP_S3_ENDPOINT, DP_S3_REGION,\n"
+	        "DP_S3_URI_STYLE, DP_S3_CA_FILE, DP_S3_CREDENTIALS_FILE (flags win), DP_STATUS_FD\n"
+	        "(a descriptor for JSON-line progress and result events)\n");
 	if (cmd->examples && cmd->examples[0])
 		fprintf(f, "\nexample%s:\n%s",
 		        strchr(cmd->examples, '\n') && strchr(cmd->examples, '\n')[1] ? "s" : "",
@@ -217,6 +219,31 @@ int dp_cli_parse(dp_cli *out, const dp_cli_cmd *cmd, int argc, char **argv)
 		const char *env = getenv("DP_REPO");
 		if (env && env[0])
 			out->repo = env;
+	}
+	/* The S3 settings may come from the environment too (the controller
+	 * hands them to method scripts that way); a flag wins. */
+	if (cmd->flags & DP_CLI_S3) {
+		static const struct {
+			const char *env;
+			size_t off;
+		} s3_env[] = {
+		    {"DP_S3_ENDPOINT", offsetof(dp_backend_opts, s3_endpoint)},
+		    {"DP_S3_REGION", offsetof(dp_backend_opts, s3_region)},
+		    {"DP_S3_URI_STYLE", offsetof(dp_backend_opts, s3_uri_style)},
+		    {"DP_S3_CA_FILE", offsetof(dp_backend_opts, s3_ca_file)},
+		    {"DP_S3_CREDENTIALS_FILE", offsetof(dp_backend_opts, s3_credentials_file)},
+		};
+		for (size_t i = 0; i < sizeof(s3_env) / sizeof(s3_env[0]); i++) {
+			const char **field = (const char **)((char *)&out->bopts + s3_env[i].off);
+			const char *env = getenv(s3_env[i].env);
+			if (!*field && env && env[0])
+				*field = env;
+		}
+		if (out->bopts.s3_uri_style && strcmp(out->bopts.s3_uri_style, "path") != 0 &&
+		    strcmp(out->bopts.s3_uri_style, "virtual") != 0)
+			return dp_error_set(DP_EUSAGE,
+			                    "S3 URI style \"%s\": use \"path\" or \"virtual\"",
+			                    out->bopts.s3_uri_style);
 	}
 	out->args = argv + optind;
 	out->nargs = argc - optind;

@@ -652,7 +652,8 @@ int dp_worker_wal_ls(int argc, char **argv)
 	dp_backend *b = dp_repo_backend(e.repo);
 	if ((rc = b->list(b, prefix, ls_cb, &acc)))
 		goto out;
-	qsort(acc.v, acc.n, sizeof(*acc.v), ls_cmp);
+	if (acc.n)
+		qsort(acc.v, acc.n, sizeof(*acc.v), ls_cmp);
 	if (e.cli.json)
 		fputc('[', stdout);
 	for (size_t i = 0; i < acc.n; i++) {
