@@ -362,7 +362,12 @@ static int vscript(dp_test_result *r, const dp_pg *pg, bool root, const char *fm
 	ck_assert_int_ge(fd, 0);
 	FILE *f = fdopen(fd, "w");
 	ck_assert_ptr_nonnull(f);
-	fprintf(f, "cd / || exit 99\n%s\n", body);
+	/* Scripts' own temp files (also those a killed script leaves) go
+	 * into a dir of ours, removed with the others. */
+	static char scratch[PATH_MAX];
+	if (!scratch[0] || access(scratch, F_OK) != 0) /* gone with a destroy */
+		dp_pg_mkdtemp(scratch, "pgtmp");
+	fprintf(f, "cd / || exit 99\nexport TMPDIR='%s'\n%s\n", scratch, body);
 	ck_assert_int_eq(fclose(f), 0);
 	ck_assert_int_eq(chmod(path, 0644), 0);
 	int st = root ? dp_test_run(r, "bash '%s'", path)
