@@ -143,6 +143,7 @@ demo:
 
 bench: all
 	bash bench/push.sh
+	bash bench/s3.sh
 
 clean:
 	rm -rf build build-asan bin
