@@ -14,7 +14,7 @@ BUILD_PKGS=(
 # Tests and demo: real servers and the peers we check interoperability with.
 TEST_PKGS=(
   postgresql-15 postgresql-client-15 mariadb-server mariadb-backup redis-server
-  awscli zstd util-linux procps psmisc
+  awscli zstd util-linux procps psmisc jq
 )
 # Node.js runs s3rver and the browser tests. A machine may already carry a
 # Node.js outside Debian's packages; Debian's npm conflicts with it, so take
