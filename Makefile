@@ -144,6 +144,7 @@ demo:
 bench: all
 	bash bench/push.sh
 	bash bench/s3.sh
+	bash bench/pg.sh
 
 clean:
 	rm -rf build build-asan bin
