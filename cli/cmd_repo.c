@@ -494,43 +494,18 @@ out:
 
 /* ---- the group ---- */
 
-static const struct {
-	const char *name;
-	int (*run)(int argc, char **argv);
-	const char *summary;
-} subcommands[] = {
+static const dp_cli_command subcommands[] = {
     {"init", repo_init, "create a repository"},
     {"check", repo_check, "check a repository's structure (and with --read-data, its data)"},
     {"prune", repo_prune, "free the data no snapshot uses"},
     {"repair-index", repo_repair_index, "rebuild the index from the packs' own headers"},
 };
 
-static void usage(FILE *f)
-{
-	fprintf(f, "usage: dp repo SUBCOMMAND [OPTIONS]\n\nsubcommands:\n");
-	for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
-		fprintf(f, "  %-13s %s\n", subcommands[i].name, subcommands[i].summary);
-	fprintf(f, "\n'dp repo SUBCOMMAND --help' describes one.\n"
-	           "exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase or credentials,\n"
-	           "4 corrupted data, 5 not found, 6 locked\n"
-	           "example: dp repo init --repo /srv/backups --passphrase-file /etc/dp/pass\n");
-}
-
 int dp_cli_repo(int argc, char **argv)
 {
-	if (argc < 2) {
-		usage(stderr);
-		return dp_error_set(DP_EUSAGE,
-		                    "missing subcommand: init, check, prune or repair-index");
-	}
-	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-	    strcmp(argv[1], "help") == 0) {
-		usage(stdout);
-		return 0;
-	}
-	for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
-		if (strcmp(argv[1], subcommands[i].name) == 0)
-			return subcommands[i].run(argc - 1, argv + 1);
-	return dp_error_set(DP_EUSAGE, "unknown subcommand \"%s\"; 'dp repo --help' lists them",
-	                    argv[1]);
+	const char *ran;
+	return dp_cli_dispatch("dp repo", subcommands, sizeof(subcommands) / sizeof(subcommands[0]),
+	                       "example: dp repo init --repo /srv/backups --passphrase-file "
+	                       "/etc/dp/pass\n",
+	                       argc, argv, &ran);
 }

@@ -28,6 +28,7 @@
 
 #include "dp/crypto.h"
 #include "dp/error.h"
+#include "dp/log.h"
 #include "dp/repo.h"
 
 enum {
@@ -712,4 +713,53 @@ void dp_cli_progress_stop(dp_cli_progress *pr)
 	pthread_mutex_destroy(&pr->mu);
 	pthread_cond_destroy(&pr->cv);
 	free(pr);
+}
+
+static void command_list(FILE *f, const char *prog, const dp_cli_command *cmds, size_t n,
+                         const char *footer)
+{
+	int w = 8;
+	for (size_t i = 0; i < n; i++)
+		if ((int)strlen(cmds[i].name) > w)
+			w = (int)strlen(cmds[i].name);
+	fprintf(f, "usage: %s COMMAND [OPTIONS] [ARGS]\n\ncommands:\n", prog);
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "  %-*s  %s\n", w, cmds[i].name, cmds[i].summary);
+	fprintf(f, "\n'%s COMMAND --help' describes a command.\n%s", prog, exit_status_text);
+	if (footer)
+		fputs(footer, f);
+}
+
+int dp_cli_dispatch(const char *prog, const dp_cli_command *cmds, size_t n, const char *footer,
+                    int argc, char **argv, const char **ran)
+{
+	*ran = NULL;
+	if (argc < 2) {
+		command_list(stderr, prog, cmds, n, footer);
+		return dp_error_set(DP_EUSAGE, "no command given; '%s --help' lists them", prog);
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		command_list(stdout, prog, cmds, n, footer);
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(argv[1], cmds[i].name) != 0)
+			continue;
+		*ran = cmds[i].name;
+		return cmds[i].run(argc - 1, argv + 1);
+	}
+	return dp_error_set(DP_EUSAGE, "unknown command \"%s\"; '%s --help' lists them", argv[1],
+	                    prog);
+}
+
+int dp_cli_main(const char *prog, const dp_cli_command *cmds, size_t n, int argc, char **argv)
+{
+	const char *ran = NULL;
+	dp_log_set_prog(prog);
+	int rc = dp_cli_dispatch(prog, cmds, n, NULL, argc, argv, &ran);
+	if (rc && dp_error_last()[0])
+		fprintf(stderr, "%s%s%s: %s\n", prog, ran ? " " : "", ran ? ran : "",
+		        dp_error_last());
+	return dp_error_exit_code(rc);
 }

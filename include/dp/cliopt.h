@@ -101,6 +101,25 @@ int dp_cli_parse_size(uint64_t *out, const char *what, const char *s, uint64_t m
 /* A decimal integer in [min, max]. */
 int dp_cli_parse_int(long *out, const char *what, const char *s, long min, long max);
 
+/* A command group: dp's commands, dp-worker's, `dp repo`'s subcommands. */
+typedef struct dp_cli_command {
+	const char *name;
+	int (*run)(int argc, char **argv); /* argv[0] is the name */
+	const char *summary;
+} dp_cli_command;
+
+/* Runs the command argv[1] names. With no command, prints the list to
+ * stderr and returns DP_EUSAGE; with --help/-h/help prints it to stdout and
+ * returns 0; an unknown name is DP_EUSAGE naming it. *ran is set to the
+ * command that ran (NULL if none), so the caller can prefix its messages.
+ * footer (may be NULL) is printed after the list, e.g. an example. */
+int dp_cli_dispatch(const char *prog, const dp_cli_command *cmds, size_t n, const char *footer,
+                    int argc, char **argv, const char **ran);
+
+/* A program's main over dp_cli_dispatch: prints the error once, as
+ * "PROG COMMAND: message", and returns the exit status. */
+int dp_cli_main(const char *prog, const dp_cli_command *cmds, size_t n, int argc, char **argv);
+
 /* "1.5 GiB", "312 B". */
 void dp_cli_fmt_bytes(char *out, size_t cap, uint64_t n);
 /* "2026-11-25T15:16:00Z". */
