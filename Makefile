@@ -1,7 +1,7 @@
 # dp — build, test, demo.
 #
 #   make            build bin/dp, bin/dp-worker, bin/dp-controller
-#   make test       install test dependencies if missing, build, run every test
+#   make test       install test dependencies if missing, lint, build, run every test
 #                   (unit + integration, then the unit tests again under ASan/UBSan)
 #   make demo       install what is missing, build, run the end-to-end demo
 #   make asan       build everything with -fsanitize=address,undefined into build-asan/
@@ -108,9 +108,10 @@ unit: all $(UNIT_TESTS)
 integration: all $(INTEG_TESTS)
 	BIN=$(abspath $(BIN)) bash tests/run.sh integration $(INTEG_TESTS)
 
-# Everything: unit and integration tests, then the unit tests under the
-# sanitizers. tests/run.sh prints one closing "N passed, N failed" line.
+# Everything: lint, unit and integration tests, then the unit tests under
+# the sanitizers. tests/run.sh prints one closing "N passed, N failed" line.
 test: test-deps
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory all $(UNIT_TESTS) $(INTEG_TESTS)
 	$(MAKE) --no-print-directory asan-build
 	BIN=$(abspath $(BIN)) ASAN_OBJ=build-asan bash tests/run.sh all $(UNIT_TESTS) $(INTEG_TESTS)
