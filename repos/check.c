@@ -33,8 +33,6 @@ struct ctx {
 	void *arg;
 	struct pack_obj *packs;
 	size_t npacks, cap;
-	char **keys;
-	size_t nkeys, keys_cap;
 };
 
 static void problem(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -72,33 +70,6 @@ static int add_pack(const char *key, uint64_t size, void *arg)
 	memcpy(o->id, id, DP_HASH_LEN);
 	o->size = size;
 	return 0;
-}
-
-static int add_key(const char *key, uint64_t size, void *arg)
-{
-	(void)size;
-	struct ctx *c = arg;
-	if (c->nkeys == c->keys_cap) {
-		size_t cap = c->keys_cap ? 2 * c->keys_cap : 64;
-		void *p = realloc(c->keys, cap * sizeof(*c->keys));
-		if (!p)
-			return dp_error_set(DP_ERROR, "out of memory");
-		c->keys = p;
-		c->keys_cap = cap;
-	}
-	if (!(c->keys[c->nkeys] = strdup(key)))
-		return dp_error_set(DP_ERROR, "out of memory");
-	c->nkeys++;
-	return 0;
-}
-
-static void free_keys(struct ctx *c)
-{
-	for (size_t i = 0; i < c->nkeys; i++)
-		free(c->keys[i]);
-	free(c->keys);
-	c->keys = NULL;
-	c->nkeys = c->keys_cap = 0;
 }
 
 static int cmp_pack(const void *a, const void *b)
@@ -192,8 +163,7 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 	dp_lock *lock = NULL;
 	dp_sealer *s = NULL;
 	uint8_t *raw = NULL;
-	char **snap_keys = NULL;
-	size_t nsnap_keys = 0;
+	dp_keylist snap_keys = {0}, index_keys = {0};
 	memset(c.rep, 0, sizeof(*c.rep));
 	int rc = dp_lock_acquire(&lock, r, false, "check");
 	if (rc)
@@ -202,32 +172,27 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 	/* List in the reverse of the order a push writes (packs, index,
 	 * snapshot): a push that commits while check runs then never looks
 	 * like damage. */
-	if ((rc = r->b->list(r->b, "snapshots/", add_key, &c)))
-		goto out;
-	snap_keys = c.keys;
-	nsnap_keys = c.nkeys;
-	c.keys = NULL;
-	c.nkeys = c.keys_cap = 0;
-	if ((rc = r->b->list(r->b, "index/", add_key, &c)) ||
+	if ((rc = r->b->list(r->b, "snapshots/", dp_keylist_add, &snap_keys)) ||
+	    (rc = r->b->list(r->b, "index/", dp_keylist_add, &index_keys)) ||
 	    (rc = r->b->list(r->b, "data/", add_pack, &c)))
 		goto out;
 	if (c.npacks)
 		qsort(c.packs, c.npacks, sizeof(*c.packs), cmp_pack);
 
 	/* Indexes, one by one, so that each bad one is reported. */
-	for (size_t i = 0; i < c.nkeys; i++) {
+	for (size_t i = 0; i < index_keys.n; i++) {
 		c.rep->indexes++;
 		dp_buf_reset(&plain);
-		rc = dp_object_read(r, "index", c.keys[i], &plain);
+		rc = dp_object_read(r, "index", index_keys.v[i], &plain);
 		if (rc == 0 && dp_index_decode(&ix, plain.data, plain.len) != 0)
-			rc = dp_error_set(DP_ECORRUPT, "index \"%s\" is malformed", c.keys[i]);
+			rc =
+			    dp_error_set(DP_ECORRUPT, "index \"%s\" is malformed", index_keys.v[i]);
 		if (rc == DP_ERROR || rc == DP_ETRANSIENT)
 			goto out;
 		if (rc)
 			problem(&c, "%s", dp_error_last());
 	}
 	rc = 0;
-	free_keys(&c);
 
 	for (size_t i = 0; i < ix.cap; i++) {
 		const dp_blob_loc *l = &ix.slots[i];
@@ -262,9 +227,9 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 	c.rep->blobs = ix.count;
 
 	/* Snapshots: every blob indexed. */
-	for (size_t i = 0; i < nsnap_keys; i++) {
+	for (size_t i = 0; i < snap_keys.n; i++) {
 		dp_snapshot snap;
-		const char *id = snap_keys[i] + strlen("snapshots/");
+		const char *id = snap_keys.v[i] + strlen("snapshots/");
 		c.rep->snapshots++;
 		rc = dp_snapshot_load(r, id, &snap);
 		if (rc == DP_ERROR || rc == DP_ETRANSIENT)
@@ -307,10 +272,8 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 		rc = dp_error_set(DP_ECORRUPT, "the repository has %llu problem%s",
 		                  (unsigned long long)c.rep->errors, c.rep->errors == 1 ? "" : "s");
 out:
-	free_keys(&c);
-	for (size_t i = 0; i < nsnap_keys; i++)
-		free(snap_keys[i]);
-	free(snap_keys);
+	dp_keylist_free(&snap_keys);
+	dp_keylist_free(&index_keys);
 	free(c.packs);
 	free(raw);
 	dp_sealer_free(s);

@@ -75,6 +75,17 @@
 #define DP_LOCK_STALE_SECONDS 300
 #define DP_LOCK_REFRESH_SECONDS 60
 
+/* ---- key listings ---- */
+
+/* The keys and sizes a listing returned; a zeroed one is empty. */
+typedef struct dp_keylist {
+	char **v;
+	uint64_t *size;
+	size_t n, cap;
+} dp_keylist;
+int dp_keylist_add(const char *key, uint64_t size, void *arg); /* a dp_backend_list_cb */
+void dp_keylist_free(dp_keylist *l);
+
 /* ---- the in-memory index: blob id -> location ---- */
 
 typedef struct dp_blob_loc {
@@ -98,9 +109,9 @@ const dp_blob_loc *dp_index_find(const dp_index *ix, const uint8_t id[DP_HASH_LE
 void dp_index_free(dp_index *ix);
 /* Parses an index plaintext into ix. */
 int dp_index_decode(dp_index *ix, const uint8_t *p, size_t len);
-/* Loads every index/ object of the repository into ix; with ids_out, also
- * returns the keys of the index objects read (caller frees each and the array). */
-int dp_index_load(dp_repo *r, dp_index *ix, char ***keys_out, size_t *nkeys_out);
+/* Loads every index/ object of the repository into ix; with keys, also
+ * returns the keys of the index objects read (free with dp_keylist_free). */
+int dp_index_load(dp_repo *r, dp_index *ix, dp_keylist *keys);
 /* Seals and writes ix as new index objects (index plaintext above), several
  * if it has more than DP_INDEX_MAX_ENTRIES blobs. */
 int dp_index_write(dp_repo *r, const dp_index *ix, uint64_t *bytes_out);

@@ -207,49 +207,24 @@ int dp_index_decode(dp_index *ix, const uint8_t *p, size_t len)
 	return p == end ? 0 : DP_ECORRUPT;
 }
 
-struct collect {
-	char **keys;
-	size_t n, cap;
-};
-
-static int collect(const char *key, uint64_t size, void *arg)
+int dp_index_load(dp_repo *r, dp_index *ix, dp_keylist *keys)
 {
-	(void)size;
-	struct collect *c = arg;
-	if (c->n == c->cap) {
-		size_t cap = c->cap ? 2 * c->cap : 16;
-		char **k = realloc(c->keys, cap * sizeof(*k));
-		if (!k)
-			return dp_error_set(DP_ERROR, "out of memory");
-		c->keys = k;
-		c->cap = cap;
-	}
-	if (!(c->keys[c->n] = strdup(key)))
-		return dp_error_set(DP_ERROR, "out of memory");
-	c->n++;
-	return 0;
-}
-
-int dp_index_load(dp_repo *r, dp_index *ix, char ***keys_out, size_t *nkeys_out)
-{
-	struct collect c = {0};
+	dp_keylist l = {0};
 	dp_buf plain = {0};
-	int rc = r->b->list(r->b, "index/", collect, &c);
-	for (size_t i = 0; rc == 0 && i < c.n; i++) {
+	int rc = r->b->list(r->b, "index/", dp_keylist_add, &l);
+	for (size_t i = 0; rc == 0 && i < l.n; i++) {
 		dp_buf_reset(&plain);
-		if ((rc = dp_object_read(r, "index", c.keys[i], &plain)))
+		if ((rc = dp_object_read(r, "index", l.v[i], &plain)))
 			break;
-		if (dp_index_decode(ix, plain.data, plain.len) != 0)
-			rc = dp_error_set(DP_ECORRUPT, "index \"%s\" is malformed", c.keys[i]);
+		rc = dp_index_decode(ix, plain.data, plain.len);
+		if (rc == DP_ECORRUPT)
+			rc = dp_error_set(DP_ECORRUPT, "index \"%s\" is malformed", l.v[i]);
 	}
 	dp_buf_free(&plain);
-	if (rc == 0 && keys_out) {
-		*keys_out = c.keys;
-		*nkeys_out = c.n;
+	if (rc == 0 && keys) {
+		*keys = l;
 		return 0;
 	}
-	for (size_t i = 0; i < c.n; i++)
-		free(c.keys[i]);
-	free(c.keys);
+	dp_keylist_free(&l);
 	return rc;
 }

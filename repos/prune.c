@@ -100,8 +100,7 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 	dp_prune_report local = {0};
 	dp_lock *lock = NULL;
 	dp_index used = {0}, ix = {0}, nix = {0};
-	char **ikeys = NULL;
-	size_t nikeys = 0;
+	dp_keylist ikeys = {0};
 	struct ctx c = {0};
 	dp_snapshot_info *snaps = NULL;
 	size_t nsnaps = 0;
@@ -140,7 +139,7 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 		if (rc)
 			goto out;
 	}
-	if ((rc = dp_index_load(r, &ix, &ikeys, &nikeys)))
+	if ((rc = dp_index_load(r, &ix, &ikeys)))
 		goto out;
 	if ((rc = r->b->list(r->b, "data/", add_pack, &c)))
 		goto out;
@@ -190,7 +189,7 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 		                 used.count - nlive);
 		goto out;
 	}
-	bool change = nikeys > 1;
+	bool change = ikeys.n > 1;
 	for (size_t i = 0; i < c.n; i++) {
 		struct pk *p = &c.v[i];
 		p->keep = p->indexed && p->live > 0 &&
@@ -265,8 +264,8 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 	/* Sweep 2 and 3: the new index, then the old ones go. */
 	if (nix.count && (rc = dp_index_write(r, &nix, NULL)))
 		goto out;
-	for (size_t i = 0; i < nikeys; i++)
-		if ((rc = r->b->remove(r->b, ikeys[i])))
+	for (size_t i = 0; i < ikeys.n; i++)
+		if ((rc = r->b->remove(r->b, ikeys.v[i])))
 			goto out;
 
 	/* Sweep 4: packs. */
@@ -283,9 +282,7 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 			rep->packs_removed++;
 	}
 out:
-	for (size_t i = 0; i < nikeys; i++)
-		free(ikeys[i]);
-	free(ikeys);
+	dp_keylist_free(&ikeys);
 	free(c.v);
 	free(live);
 	free(raw);

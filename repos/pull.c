@@ -207,7 +207,7 @@ int dp_pull_open(dp_pull **out, dp_repo *r, const char *name_or_id)
 	pthread_cond_init(&p->cv, NULL);
 	int rc = dp_lock_acquire(&p->lock, r, false, "pull");
 	if (rc || (rc = dp_snapshot_resolve(r, name_or_id, id)) ||
-	    (rc = dp_snapshot_load(r, id, &p->snap)) || (rc = dp_index_load(r, &p->ix, NULL, NULL)))
+	    (rc = dp_snapshot_load(r, id, &p->snap)) || (rc = dp_index_load(r, &p->ix, NULL)))
 		goto fail;
 	p->nthreads = dp_repo_nthreads(r);
 	if ((r->b->features & DP_BACKEND_F_PARALLEL) && p->nthreads < 8)

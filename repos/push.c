@@ -69,8 +69,7 @@ struct dp_push {
 	dp_index known; /* the repository's index when the push began (read only) */
 	dp_index pending; /* ids of blobs this push stores (locations unused) */
 	dp_index written; /* new blobs with their packs, for the new index */
-	char **known_keys; /* the index objects "known" came from */
-	size_t nknown_keys;
+	dp_keylist known_keys; /* the index objects "known" came from */
 	struct timespec t0;
 
 	pthread_mutex_t mu;
@@ -356,9 +355,7 @@ static void push_free(dp_push *p)
 	free(p->packs);
 	free(p->workers);
 	dp_index_free(&p->known);
-	for (size_t i = 0; i < p->nknown_keys; i++)
-		free(p->known_keys[i]);
-	free(p->known_keys);
+	dp_keylist_free(&p->known_keys);
 	dp_index_free(&p->pending);
 	dp_index_free(&p->written);
 	dp_buf_free(&p->entries);
@@ -422,7 +419,7 @@ int dp_push_begin(dp_push **out, dp_repo *r, const char *name, const char *kind)
 
 	if ((rc = dp_lock_acquire(&p->lock, r, false, "push")))
 		goto fail;
-	if ((rc = dp_index_load(r, &p->known, &p->known_keys, &p->nknown_keys)))
+	if ((rc = dp_index_load(r, &p->known, &p->known_keys)))
 		goto fail;
 
 	p->nworkers = dp_repo_nthreads(r);
@@ -576,8 +573,8 @@ static int mark_seen(const char *key, uint64_t size, void *arg)
 {
 	(void)size;
 	struct seen *s = arg;
-	for (size_t i = 0; i < s->p->nknown_keys; i++)
-		if (strcmp(s->p->known_keys[i], key) == 0)
+	for (size_t i = 0; i < s->p->known_keys.n; i++)
+		if (strcmp(s->p->known_keys.v[i], key) == 0)
 			s->present[i] = true;
 	return 0;
 }
@@ -589,19 +586,19 @@ static int mark_seen(const char *key, uint64_t size, void *arg)
 static int still_valid(dp_push *p)
 {
 	int rc = dp_lock_check(p->lock);
-	if (rc || !p->nknown_keys)
+	if (rc || !p->known_keys.n)
 		return rc;
-	struct seen s = {p, calloc(p->nknown_keys, sizeof(bool))};
+	struct seen s = {p, calloc(p->known_keys.n, sizeof(bool))};
 	if (!s.present)
 		return dp_error_set(DP_ERROR, "out of memory");
 	rc = p->r->b->list(p->r->b, "index/", mark_seen, &s);
-	for (size_t i = 0; !rc && i < p->nknown_keys; i++)
+	for (size_t i = 0; !rc && i < p->known_keys.n; i++)
 		if (!s.present[i])
 			rc = dp_error_set(
 			    DP_ELOCKED,
 			    "a prune removed index \"%s\" while this push ran (its lock "
 			    "was taken as stale): nothing was committed; push again",
-			    p->known_keys[i]);
+			    p->known_keys.v[i]);
 	free(s.present);
 	return rc;
 }

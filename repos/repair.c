@@ -19,40 +19,6 @@
 #include "dp/error.h"
 #include "format.h"
 
-struct keys {
-	char **v;
-	uint64_t *size;
-	size_t n, cap;
-};
-
-static int add_key(const char *key, uint64_t size, void *arg)
-{
-	struct keys *k = arg;
-	if (k->n == k->cap) {
-		size_t cap = k->cap ? 2 * k->cap : 64;
-		char **v = realloc(k->v, cap * sizeof(*v));
-		uint64_t *s = v ? realloc(k->size, cap * sizeof(*s)) : NULL;
-		if (v)
-			k->v = v;
-		if (!v || !s)
-			return dp_error_set(DP_ERROR, "out of memory");
-		k->size = s;
-		k->cap = cap;
-	}
-	if (!(k->v[k->n] = strdup(key)))
-		return dp_error_set(DP_ERROR, "out of memory");
-	k->size[k->n++] = size;
-	return 0;
-}
-
-static void keys_free(struct keys *k)
-{
-	for (size_t i = 0; i < k->n; i++)
-		free(k->v[i]);
-	free(k->v);
-	free(k->size);
-}
-
 /* Reads the header of one pack into ix. Returns 0, or DP_ECORRUPT with the
  * message set for a pack that cannot be used. */
 static int index_pack(dp_repo *r, const char *key, uint64_t size, dp_index *ix)
@@ -95,7 +61,7 @@ out:
 int dp_repo_rebuild_index(dp_repo *r, dp_rebuild_report *rep, dp_problem_fn problem_fn, void *arg)
 {
 	dp_rebuild_report local = {0};
-	struct keys packs = {0}, old = {0};
+	dp_keylist packs = {0}, old = {0};
 	dp_index ix = {0};
 	dp_lock *lock = NULL;
 	if (!rep)
@@ -104,8 +70,8 @@ int dp_repo_rebuild_index(dp_repo *r, dp_rebuild_report *rep, dp_problem_fn prob
 	int rc = dp_lock_acquire(&lock, r, true, "rebuild the index");
 	if (rc)
 		return rc;
-	if ((rc = r->b->list(r->b, "data/", add_key, &packs)) ||
-	    (rc = r->b->list(r->b, "index/", add_key, &old)))
+	if ((rc = r->b->list(r->b, "data/", dp_keylist_add, &packs)) ||
+	    (rc = r->b->list(r->b, "index/", dp_keylist_add, &old)))
 		goto out;
 	for (size_t i = 0; i < packs.n; i++) {
 		rc = index_pack(r, packs.v[i], packs.size[i], &ix);
@@ -130,8 +96,8 @@ int dp_repo_rebuild_index(dp_repo *r, dp_rebuild_report *rep, dp_problem_fn prob
 			goto out;
 	rep->indexes_replaced = old.n;
 out:
-	keys_free(&packs);
-	keys_free(&old);
+	dp_keylist_free(&packs);
+	dp_keylist_free(&old);
 	dp_index_free(&ix);
 	dp_lock_release(lock);
 	return rc;

@@ -313,36 +313,6 @@ out:
 	return rc;
 }
 
-struct key_list {
-	char **keys;
-	size_t n, cap;
-};
-
-static int collect_key(const char *key, uint64_t size, void *arg)
-{
-	(void)size;
-	struct key_list *l = arg;
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? 2 * l->cap : 8;
-		char **k = realloc(l->keys, cap * sizeof(*k));
-		if (!k)
-			return dp_error_set(DP_ERROR, "out of memory");
-		l->keys = k;
-		l->cap = cap;
-	}
-	if (!(l->keys[l->n] = strdup(key)))
-		return dp_error_set(DP_ERROR, "out of memory");
-	l->n++;
-	return 0;
-}
-
-static void key_list_free(struct key_list *l)
-{
-	for (size_t i = 0; i < l->n; i++)
-		free(l->keys[i]);
-	free(l->keys);
-}
-
 /* ---- init / open ---- */
 
 static int repo_setup(dp_repo *r)
@@ -360,7 +330,7 @@ int dp_repo_init_backend(dp_backend *b, const dp_repo_init_opts *opts, const cha
 	uint8_t rid[DP_HASH_LEN], kid[DP_HASH_LEN];
 	char kkey[80], khex[DP_ID_HEX];
 	uint64_t size;
-	struct key_list keys = {0};
+	dp_keylist keys = {0};
 	dp_repo_init_opts o = opts ? *opts : (dp_repo_init_opts){0};
 	int rc;
 
@@ -388,13 +358,13 @@ int dp_repo_init_backend(dp_backend *b, const dp_repo_init_opts *opts, const cha
 	 * first): refuse rather than leave two master keys behind. */
 	if (b->create && (rc = b->create(b)))
 		goto out;
-	if ((rc = b->list(b, "keys/", collect_key, &keys)))
+	if ((rc = b->list(b, "keys/", dp_keylist_add, &keys)))
 		goto out;
 	if (keys.n) {
 		rc = dp_error_set(DP_EEXIST,
 		                  "there is an unfinished repository there (\"%s\" but no config): "
 		                  "remove it or choose another location; nothing was changed",
-		                  keys.keys[0]);
+		                  keys.v[0]);
 		goto out;
 	}
 	if ((rc = dp_random(rid, sizeof(rid))) || (rc = dp_random(r.master, sizeof(r.master))) ||
@@ -417,7 +387,7 @@ out:
 	dp_wipe(r.master, sizeof(r.master));
 	dp_buf_free(&cfg);
 	dp_buf_free(&key);
-	key_list_free(&keys);
+	dp_keylist_free(&keys);
 	return rc;
 }
 
@@ -437,7 +407,7 @@ int dp_repo_open_backend(dp_repo **out, dp_backend *b, const char *passphrase)
 {
 	dp_repo *r = calloc(1, sizeof(*r));
 	dp_buf cfg = {0}, kt = {0};
-	struct key_list keys = {0};
+	dp_keylist keys = {0};
 	int rc;
 	if (!r) {
 		b->free(b);
@@ -453,7 +423,7 @@ int dp_repo_open_backend(dp_repo **out, dp_backend *b, const char *passphrase)
 	}
 	if ((rc = config_decode(r, (const char *)cfg.data)))
 		goto out;
-	if ((rc = b->list(b, "keys/", collect_key, &keys)))
+	if ((rc = b->list(b, "keys/", dp_keylist_add, &keys)))
 		goto out;
 	if (keys.n == 0) {
 		rc = dp_error_set(DP_ECORRUPT, "repository has no key objects under keys/");
@@ -462,9 +432,9 @@ int dp_repo_open_backend(dp_repo **out, dp_backend *b, const char *passphrase)
 	rc = DP_EAUTH;
 	for (size_t i = 0; i < keys.n && rc == DP_EAUTH; i++) {
 		dp_buf_reset(&kt);
-		if ((rc = dp_backend_get_all(b, keys.keys[i], &kt)))
+		if ((rc = dp_backend_get_all(b, keys.v[i], &kt)))
 			goto out;
-		rc = key_unwrap(passphrase ? passphrase : "", (const char *)kt.data, keys.keys[i],
+		rc = key_unwrap(passphrase ? passphrase : "", (const char *)kt.data, keys.v[i],
 		                r->id, r->master);
 		if (rc == DP_ECORRUPT) {
 			/* One malformed key file must not lock out the others. */
@@ -482,7 +452,7 @@ int dp_repo_open_backend(dp_repo **out, dp_backend *b, const char *passphrase)
 out:
 	dp_buf_free(&cfg);
 	dp_buf_wipe(&kt);
-	key_list_free(&keys);
+	dp_keylist_free(&keys);
 	if (rc) {
 		dp_repo_free(r);
 		return rc;
