@@ -11,6 +11,8 @@
  *   3. the old index objects are removed;
  *   4. packs with no live blob, repacked packs and orphans (packs no index
  *      names: interrupted pushes) are removed.
+ * Before all that, the backend removes what interrupted puts left (posix:
+ * temporary files), since under the exclusive lock no put is in progress.
  * A crash before 2 leaves extra packs (orphans, removed next time); between 2
  * and 3 duplicate index entries (harmless); during 4 some dead packs.
  */
@@ -117,6 +119,12 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 	int rc = dp_lock_acquire(&lock, r, true, "prune");
 	if (rc)
 		return rc;
+	/* With the repository to ourselves no put is in progress: what
+	 * interrupted puts left behind (temporary files) can go. */
+	static const char *const written[] = {"data/", "index/", "snapshots/"};
+	for (size_t i = 0; r->b->cleanup && i < sizeof(written) / sizeof(written[0]); i++)
+		if ((rc = r->b->cleanup(r->b, written[i])))
+			goto out;
 
 	/* Mark. */
 	if ((rc = dp_snapshot_list_strict(r, &snaps, &nsnaps))) {

@@ -599,6 +599,59 @@ static int posix_create(dp_backend *b)
 	return rc;
 }
 
+/* Unlinks the temporary files under the directory dfd (owned: closed here),
+ * recursively; path is for messages. */
+static int sweep_tmp(int dfd, const char *path)
+{
+	int rc = 0;
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		rc = io_error(errno, "clean", path);
+		close(dfd);
+		return rc;
+	}
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		const char *name = e->d_name;
+		if (strncmp(name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0) {
+			if (unlinkat(dirfd(d), name, 0) != 0 && errno != ENOENT) {
+				rc = io_error(errno, "remove a temporary file in", path);
+				break;
+			}
+			continue;
+		}
+		struct stat st;
+		if (name[0] == '.' || fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+		    !S_ISDIR(st.st_mode))
+			continue;
+		int child = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+		if (child < 0)
+			continue;
+		char sub[PATH_MAX];
+		snprintf(sub, sizeof(sub), "%s/%s", path, name);
+		if ((rc = sweep_tmp(child, sub)))
+			break;
+	}
+	closedir(d);
+	return rc;
+}
+
+static int posix_cleanup(dp_backend *b, const char *prefix)
+{
+	posix_backend *p = (posix_backend *)b;
+	char dir[PATH_MAX];
+	int rc = check_key(prefix, true);
+	if (rc)
+		return rc;
+	int n = snprintf(dir, sizeof(dir), "%s/%s", p->root, prefix);
+	if (n < 0 || n >= (int)sizeof(dir))
+		return dp_error_set(DP_EUSAGE, "prefix \"%s\" too long", prefix);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return (errno == ENOENT || errno == ENOTDIR) ? 0 : io_error(errno, "clean", dir);
+	return sweep_tmp(fd, dir);
+}
+
 static void posix_free(dp_backend *b)
 {
 	posix_backend *p = (posix_backend *)b;
@@ -683,6 +736,7 @@ int dp_posix_backend_open(dp_backend **out, const char *url, const dp_backend_op
 	p->base.free = posix_free;
 	p->base.create = posix_create;
 	p->base.remove_many = posix_remove_many;
+	p->base.cleanup = posix_cleanup;
 	struct stat st;
 	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
 		take_modes(p, st.st_mode);

@@ -71,6 +71,11 @@ struct dp_backend {
 	int (*create)(dp_backend *b);
 	/* Removes several objects; the default loops over remove. */
 	int (*remove_many)(dp_backend *b, const char *const *keys, size_t n);
+	/* Removes what interrupted puts left under prefix (posix: temporary
+	 * files of a process killed mid-put). Called by prune under the
+	 * repository's exclusive lock, when no put under prefix can be in
+	 * progress. Backends whose puts leave nothing behind (S3) omit it. */
+	int (*cleanup)(dp_backend *b, const char *prefix);
 };
 
 /* Options every backend may need; fields a backend does not use are ignored.

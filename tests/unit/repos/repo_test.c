@@ -524,6 +524,29 @@ START_TEST(negative_zstd_level)
 }
 END_TEST
 
+START_TEST(prune_removes_temp_files_of_killed_puts)
+{
+	dp_repo *r = make_repo(0, 0);
+	uint8_t *d = make_data(100000, 47);
+	ck_assert(push_buf(r, "x", d, 100000, 65536, NULL) == 0);
+	/* what a put killed between write and rename leaves */
+	char dir[PATH_MAX + 32], tmp[PATH_MAX + 64];
+	snprintf(dir, sizeof(dir), "%s/data/ab", repo_path);
+	mkdir(dir, 0700);
+	snprintf(tmp, sizeof(tmp), "%s/.tmp-0123456789abcdef-999-1", dir);
+	dp_test_write_data(tmp, 5000, 1, false);
+	ck_assert_int_eq(dp_repo_prune(r, 0.5, NULL), 0);
+	ck_assert_int_ne(access(tmp, F_OK), 0);
+	uint8_t *back;
+	size_t n;
+	ck_assert(pull_buf(r, "x", &back, &n) == 0);
+	ck_assert(n == 100000 && memcmp(back, d, n) == 0);
+	free(back);
+	free(d);
+	dp_repo_free(r);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("repos/repo");
@@ -547,6 +570,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, damaged_snapshot_blocks_nothing_else);
 	tcase_add_test(tc, unfinished_init_is_refused);
 	tcase_add_test(tc, negative_zstd_level);
+	tcase_add_test(tc, prune_removes_temp_files_of_killed_puts);
 	suite_add_tcase(s, tc);
 	return s;
 }
