@@ -85,10 +85,13 @@ static int init_opt(int val, const char *arg, void *ctx)
 		io->o.pack_size = (uint32_t)v;
 		break;
 	case OPT_ZSTD_LEVEL:
-		rc = dp_cli_parse_int(&l, "--zstd-level", arg, -7, 22);
+		rc =
+		    dp_cli_parse_int(&l, "--zstd-level", arg, DP_ZSTD_LEVEL_MIN, DP_ZSTD_LEVEL_MAX);
 		if (!rc && l == 0)
-			rc = dp_error_set(DP_EUSAGE, "--zstd-level 0: give a level from -7 to 22 "
-			                             "(0 is not a level), or leave it out");
+			rc = dp_error_set(DP_EUSAGE,
+			                  "--zstd-level 0: give a level from %d to %d (0 is not a "
+			                  "level), or leave it out",
+			                  DP_ZSTD_LEVEL_MIN, DP_ZSTD_LEVEL_MAX);
 		io->o.zstd_level = (int)l;
 		break;
 	}
@@ -115,7 +118,7 @@ static const char init_about[] =
     "  --chunk-min N, --chunk-max N\n"
     "                           chunk size bounds\n"
     "  --pack-size N            target pack file size (default 16M)\n"
-    "  --zstd-level N           zstd level for new blobs (-7..22)\n"
+    "  --zstd-level N           zstd level for new blobs (-7..19)\n"
     "  --json                   print {\"id\", \"repo\"} as JSON\n"
     "sizes take K, M, G suffixes (binary: 1K = 1024).\n";
 

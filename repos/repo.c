@@ -181,9 +181,9 @@ static int check_params(const dp_repo *r)
 		return dp_error_set(
 		    DP_EUSAGE, "pack size %u must be between the maximum chunk size (%u) and 1 GiB",
 		    r->pack_size, r->chunk_max);
-	if (r->zstd_level < -7 || r->zstd_level > 19)
-		return dp_error_set(DP_EUSAGE, "zstd level %d is out of range (-7..19)",
-		                    r->zstd_level);
+	if (r->zstd_level < DP_ZSTD_LEVEL_MIN || r->zstd_level > DP_ZSTD_LEVEL_MAX)
+		return dp_error_set(DP_EUSAGE, "zstd level %d is out of range (%d..%d)",
+		                    r->zstd_level, DP_ZSTD_LEVEL_MIN, DP_ZSTD_LEVEL_MAX);
 	return 0;
 }
 

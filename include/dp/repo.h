@@ -23,6 +23,11 @@
 
 typedef struct dp_repo dp_repo;
 
+/* zstd levels a repository accepts (0 in dp_repo_init_opts means the
+ * default). */
+#define DP_ZSTD_LEVEL_MIN (-7)
+#define DP_ZSTD_LEVEL_MAX 19
+
 typedef struct dp_repo_init_opts {
 	uint32_t chunk_min, chunk_avg, chunk_max; /* 0: defaults */
 	uint32_t pack_size; /* 0: default (16 MiB) */
