@@ -438,15 +438,8 @@ int dp_catalog_list(dp_catalog *c, dp_kind kind, dp_resource **out, size_t *n)
 	sqlite3_bind_text(st, 1, dp_kind_name(kind), -1, SQLITE_STATIC);
 	int s;
 	while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-		if (len == cap) {
-			cap = cap ? cap * 2 : 16;
-			dp_resource *nv = realloc(v, cap * sizeof(*v));
-			if (!nv) {
-				rc = dp_error_set(DP_ERROR, "out of memory");
-				goto out;
-			}
-			v = nv;
-		}
+		if ((rc = dp_array_grow(&v, &cap, len, sizeof(*v))))
+			goto out;
 		if ((rc = row_to_resource(st, &v[len])))
 			goto out;
 		len++;
@@ -953,15 +946,8 @@ int dp_catalog_events(dp_catalog *c, dp_kind kind, const char *name, dp_event **
 	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
 	int s;
 	while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-		if (len == cap) {
-			cap = cap ? cap * 2 : 16;
-			dp_event *nv = realloc(v, cap * sizeof(*v));
-			if (!nv) {
-				rc = dp_error_set(DP_ERROR, "out of memory");
-				goto out;
-			}
-			v = nv;
-		}
+		if ((rc = dp_array_grow(&v, &cap, len, sizeof(*v))))
+			goto out;
 		dp_event *e = &v[len];
 		memset(e, 0, sizeof(*e));
 		e->id = sqlite3_column_int64(st, 0);
@@ -1013,15 +999,8 @@ int dp_catalog_audit(dp_catalog *c, int64_t since_id, size_t limit, dp_audit_ent
 	sqlite3_bind_int64(st, 2, limit ? (int64_t)limit : -1);
 	int s;
 	while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-		if (len == cap) {
-			cap = cap ? cap * 2 : 16;
-			dp_audit_entry *nv = realloc(v, cap * sizeof(*v));
-			if (!nv) {
-				rc = dp_error_set(DP_ERROR, "out of memory");
-				goto out;
-			}
-			v = nv;
-		}
+		if ((rc = dp_array_grow(&v, &cap, len, sizeof(*v))))
+			goto out;
 		dp_audit_entry *e = &v[len++];
 		e->id = sqlite3_column_int64(st, 0);
 		e->time = sqlite3_column_int64(st, 1);
@@ -1080,15 +1059,8 @@ int dp_catalog_changes(dp_catalog *c, int64_t since_rv, size_t limit, dp_change 
 	sqlite3_bind_int64(st, 2, limit ? (int64_t)limit : -1);
 	int s;
 	while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-		if (len == cap) {
-			cap = cap ? cap * 2 : 16;
-			dp_change *nv = realloc(v, cap * sizeof(*v));
-			if (!nv) {
-				rc = dp_error_set(DP_ERROR, "out of memory");
-				goto out;
-			}
-			v = nv;
-		}
+		if ((rc = dp_array_grow(&v, &cap, len, sizeof(*v))))
+			goto out;
 		dp_change *e = &v[len++];
 		memset(e, 0, sizeof(*e));
 		e->resource_version = sqlite3_column_int64(st, 0);

@@ -95,6 +95,22 @@ void dp_buf_wipe(dp_buf *b)
 	dp_buf_free(b);
 }
 
+int dp_array_grow(void *pv, size_t *cap, size_t len, size_t elem)
+{
+	if (len < *cap)
+		return 0;
+	size_t ncap = *cap ? *cap * 2 : 16;
+	if (ncap > SIZE_MAX / elem)
+		return dp_error_set(DP_ERROR, "out of memory");
+	void **p = pv;
+	void *n = realloc(*p, ncap * elem);
+	if (!n)
+		return dp_error_set(DP_ERROR, "out of memory (%zu bytes)", ncap * elem);
+	*p = n;
+	*cap = ncap;
+	return 0;
+}
+
 uint32_t dp_get_u32(const uint8_t *p)
 {
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;

@@ -57,14 +57,9 @@ static int add_pack(const char *key, uint64_t size, void *arg)
 		problem(c, "unexpected object \"%s\" under data/", key);
 		return 0;
 	}
-	if (c->npacks == c->cap) {
-		size_t cap = c->cap ? 2 * c->cap : 256;
-		void *p = realloc(c->packs, cap * sizeof(*c->packs));
-		if (!p)
-			return dp_error_set(DP_ERROR, "out of memory");
-		c->packs = p;
-		c->cap = cap;
-	}
+	int rc = dp_array_grow(&c->packs, &c->cap, c->npacks, sizeof(*c->packs));
+	if (rc)
+		return rc;
 	struct pack_obj *o = &c->packs[c->npacks++];
 	memset(o, 0, sizeof(*o));
 	memcpy(o->id, id, DP_HASH_LEN);

@@ -48,14 +48,9 @@ static int grow(dp_index *ix)
 
 int dp_index_add_pack(dp_index *ix, const uint8_t pack_id[DP_HASH_LEN], uint32_t *pack_out)
 {
-	if (ix->npacks == ix->packs_cap) {
-		size_t cap = ix->packs_cap ? ix->packs_cap * 2 : 64;
-		void *p = realloc(ix->packs, cap * sizeof(*ix->packs));
-		if (!p)
-			return dp_error_set(DP_ERROR, "out of memory");
-		ix->packs = p;
-		ix->packs_cap = cap;
-	}
+	int rc = dp_array_grow(&ix->packs, &ix->packs_cap, ix->npacks, sizeof(*ix->packs));
+	if (rc)
+		return rc;
 	memcpy(ix->packs[ix->npacks], pack_id, DP_HASH_LEN);
 	*pack_out = (uint32_t)ix->npacks++;
 	return 0;

@@ -12,14 +12,9 @@
 int dp_packer_add(dp_packer *k, const uint8_t id[DP_HASH_LEN], const uint8_t *sealed, uint32_t len,
                   uint32_t raw_len)
 {
-	if (k->nlocs == k->cap) {
-		size_t cap = k->cap ? 2 * k->cap : 256;
-		void *v = realloc(k->locs, cap * sizeof(*k->locs));
-		if (!v)
-			return dp_error_set(DP_ERROR, "out of memory");
-		k->locs = v;
-		k->cap = cap;
-	}
+	int rc = dp_array_grow(&k->locs, &k->cap, k->nlocs, sizeof(*k->locs));
+	if (rc)
+		return rc;
 	dp_blob_loc *l = &k->locs[k->nlocs++];
 	memcpy(l->id, id, DP_HASH_LEN);
 	l->pack = 0;
@@ -32,7 +27,7 @@ int dp_packer_add(dp_packer *k, const uint8_t id[DP_HASH_LEN], const uint8_t *se
 	dp_set_u32(e + 1 + DP_HASH_LEN, l->offset);
 	dp_set_u32(e + 1 + DP_HASH_LEN + 4, len);
 	dp_set_u32(e + 1 + DP_HASH_LEN + 8, raw_len);
-	int rc = dp_buf_append(&k->header, e, sizeof(e));
+	rc = dp_buf_append(&k->header, e, sizeof(e));
 	if (!rc)
 		rc = dp_buf_append(&k->data, sealed, len);
 	return rc;

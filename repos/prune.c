@@ -43,14 +43,9 @@ static int add_pack(const char *key, uint64_t size, void *arg)
 	uint8_t id[DP_HASH_LEN];
 	if (!slash || dp_unhex(id, sizeof(id), slash + 1) != 0)
 		return 0; /* not a pack: leave it alone */
-	if (c->n == c->cap) {
-		size_t cap = c->cap ? 2 * c->cap : 256;
-		void *p = realloc(c->v, cap * sizeof(*c->v));
-		if (!p)
-			return dp_error_set(DP_ERROR, "out of memory");
-		c->v = p;
-		c->cap = cap;
-	}
+	int rc = dp_array_grow(&c->v, &c->cap, c->n, sizeof(*c->v));
+	if (rc)
+		return rc;
 	memset(&c->v[c->n], 0, sizeof(c->v[0]));
 	memcpy(c->v[c->n].id, id, DP_HASH_LEN);
 	c->v[c->n++].size = size;

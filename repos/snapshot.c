@@ -194,15 +194,9 @@ static int list_one(const char *key, uint64_t size, void *arg)
 	}
 	if (rc)
 		return rc;
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? 2 * l->cap : 16;
-		void *p = realloc(l->v, cap * sizeof(*l->v));
-		if (!p) {
-			dp_snapshot_free(&s);
-			return dp_error_set(DP_ERROR, "out of memory");
-		}
-		l->v = p;
-		l->cap = cap;
+	if ((rc = dp_array_grow(&l->v, &l->cap, l->n, sizeof(*l->v)))) {
+		dp_snapshot_free(&s);
+		return rc;
 	}
 	l->v[l->n++] = s.info;
 	return 0;

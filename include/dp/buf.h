@@ -23,6 +23,11 @@ void dp_buf_reset(dp_buf *b); /* len = 0, keeps memory */
 void dp_buf_free(dp_buf *b);
 void dp_buf_wipe(dp_buf *b); /* zero the memory, then free */
 
+/* Makes room for element len of the array *pv (elements of elem bytes,
+ * *cap of them allocated), doubling it when full. On failure the array is
+ * unchanged and the error is set. */
+int dp_array_grow(void *pv, size_t *cap, size_t len, size_t elem);
+
 /* Little-endian readers over raw memory. */
 uint32_t dp_get_u32(const uint8_t *p);
 uint64_t dp_get_u64(const uint8_t *p);
