@@ -43,7 +43,7 @@ if [ -n "${BIN:-}" ] && [ "$(id -u)" = 0 ] && [ -x "$BIN/dp-worker" ] &&
 	cp -R "$(cd "$(dirname "$0")/.." && pwd)/methods" "$stage/methods"
 	chmod -R a+rX "$stage"
 	echo "nobody cannot reach $BIN: running the programs from a copy in $stage"
-	export BIN=$stage/bin
+	export BIN=$stage/bin DP_METHODS_DIR=$stage/methods
 fi
 
 for prog in "$@"; do
