@@ -1,7 +1,7 @@
 /*
- * Blob sealing: id = HMAC-SHA256(MAC key, plaintext); stored as
- * AES-256-GCM(flag | payload, ad = id), payload zstd-compressed when that
- * makes it smaller (format.h). A dp_sealer holds one thread's contexts and
+ * Chunk ids (HMAC-SHA256(MAC key, plaintext)) and frame sealing:
+ * AES-256-GCM(flag | payload, ad = frame id), payload zstd-compressed when
+ * that makes it smaller (format.h). A dp_sealer holds one thread's contexts and
  * scratch space; never share one between threads.
  */
 #include <stdlib.h>
@@ -21,7 +21,7 @@ struct dp_sealer {
 	int level;
 };
 
-size_t dp_blob_sealed_bound(size_t raw_len)
+size_t dp_frame_sealed_bound(size_t raw_len)
 {
 	return 1 + ZSTD_compressBound(raw_len) + DP_SEAL_OVERHEAD;
 }
@@ -33,7 +33,7 @@ int dp_sealer_new(dp_sealer **out, const dp_repo *r)
 	if (!s)
 		return dp_error_set(DP_ERROR, "out of memory");
 	s->level = r->zstd_level;
-	s->scratch_cap = 1 + ZSTD_compressBound(r->chunk_max);
+	s->scratch_cap = 1 + ZSTD_compressBound(dp_frame_max(r));
 	s->scratch = malloc(s->scratch_cap);
 	s->cctx = ZSTD_createCCtx();
 	s->dctx = ZSTD_createDCtx();
@@ -42,8 +42,8 @@ int dp_sealer_new(dp_sealer **out, const dp_repo *r)
 		goto fail;
 	}
 	ZSTD_CCtx_setParameter(s->cctx, ZSTD_c_compressionLevel, s->level);
-	/* Blobs are small and self-contained: no checksum (GCM authenticates),
-	 * no content size needed (we store the raw length). */
+	/* No checksum (GCM authenticates), no content size needed (the
+	 * index has the raw length). */
 	ZSTD_CCtx_setParameter(s->cctx, ZSTD_c_checksumFlag, 0);
 	if ((rc = dp_mac_new(&s->mac, dp_repo_mac_key(r))) ||
 	    (rc = dp_aead_new(&s->aead, dp_repo_enc_key(r))))
@@ -74,11 +74,16 @@ int dp_blob_id(dp_sealer *s, uint8_t id[DP_HASH_LEN], const void *raw, size_t le
 	return dp_mac_compute(s->mac, id, raw, len);
 }
 
-int dp_blob_seal(dp_sealer *s, const uint8_t id[DP_HASH_LEN], const void *raw, size_t len,
-                 uint8_t *out, size_t *out_len)
+int dp_frame_id(uint8_t id[DP_HASH_LEN], const uint8_t *member_ids, size_t n)
+{
+	return dp_sha256(id, member_ids, n * DP_HASH_LEN);
+}
+
+int dp_frame_seal(dp_sealer *s, const uint8_t id[DP_HASH_LEN], const void *raw, size_t len,
+                  uint8_t *out, size_t *out_len)
 {
 	if (len + 1 > s->scratch_cap)
-		return dp_error_set(DP_ERROR, "blob of %zu bytes exceeds the chunk maximum", len);
+		return dp_error_set(DP_ERROR, "frame of %zu bytes exceeds the frame maximum", len);
 	size_t plain_len;
 	size_t c = ZSTD_compress2(s->cctx, s->scratch + 1, s->scratch_cap - 1, raw, len);
 	if (!ZSTD_isError(c) && c < len) {
@@ -96,8 +101,8 @@ int dp_blob_seal(dp_sealer *s, const uint8_t id[DP_HASH_LEN], const void *raw, s
 	return 0;
 }
 
-int dp_blob_open(dp_sealer *s, const uint8_t id[DP_HASH_LEN], const uint8_t *sealed, size_t len,
-                 uint8_t *out, uint32_t raw_len, bool verify_id)
+int dp_frame_open(dp_sealer *s, const uint8_t id[DP_HASH_LEN], const uint8_t *sealed, size_t len,
+                  uint8_t *out, uint32_t raw_len)
 {
 	if (len < DP_SEAL_OVERHEAD + 1 || len - DP_SEAL_OVERHEAD > s->scratch_cap)
 		return DP_ECORRUPT;
@@ -115,11 +120,6 @@ int dp_blob_open(dp_sealer *s, const uint8_t id[DP_HASH_LEN], const uint8_t *sea
 			return DP_ECORRUPT;
 	} else {
 		return DP_ECORRUPT;
-	}
-	if (verify_id) {
-		uint8_t h[DP_HASH_LEN];
-		if (dp_mac_compute(s->mac, h, out, raw_len) != 0 || memcmp(h, id, DP_HASH_LEN) != 0)
-			return DP_ECORRUPT;
 	}
 	return 0;
 }

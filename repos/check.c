@@ -4,10 +4,11 @@
  * Structure (always): each index and snapshot object is read, its id checked
  * and decrypted; every pack an index names exists and is long enough; every
  * blob a snapshot names is indexed. With read_data: every indexed pack is
- * read whole, its id (SHA-256) checked, its header authenticated and every
- * blob opened and its id recomputed. Packs no index names are reported as
- * unreferenced (an interrupted push leaves them; prune removes them), which
- * is not an error. Problems go to the caller's callback, one line each.
+ * read whole, its id (SHA-256) checked, its header authenticated, every
+ * frame opened and the ids of its chunks recomputed; each must be where the
+ * index says, and every chunk the index places in a pack must be found there. Packs no index names
+ * are reported as unreferenced (an interrupted push leaves them; prune removes them), which is not
+ * an error. Problems go to the caller's callback, one line each.
  */
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -23,7 +24,7 @@ struct pack_obj {
 	uint8_t id[DP_HASH_LEN];
 	uint64_t size;
 	uint64_t need; /* bytes the index says it has at least */
-	bool indexed;
+	bool indexed, read;
 };
 
 struct ctx {
@@ -78,7 +79,7 @@ static struct pack_obj *find_pack(struct ctx *c, const uint8_t id[DP_HASH_LEN])
 }
 
 /* Without reading a pack: its last 4 bytes give the sealed header's length,
- * and every indexed blob must end before the header. Catches a pack cut
+ * and every indexed frame must end before the header. Catches a pack cut
  * short anywhere, also inside its header. */
 static int check_trailer(struct ctx *c, struct pack_obj *o)
 {
@@ -107,12 +108,55 @@ static int check_trailer(struct ctx *c, struct pack_obj *o)
 	return 0;
 }
 
-static int read_pack(struct ctx *c, dp_sealer *s, struct pack_obj *o, dp_buf *buf, uint8_t *raw)
+/* With read_data: the chunks the index places in packs that were read and
+ * found there (one flag per index slot). */
+struct seen {
+	const dp_index *ix;
+	bool *found;
+};
+
+/* Opens every frame of the pack in buf and checks each chunk against the
+ * index. */
+static void check_frames(struct ctx *c, dp_sealer *s, struct seen *sn, const char *key,
+                         const uint8_t pack_id[DP_HASH_LEN], const dp_buf *buf, uint8_t *raw)
+{
+	dp_pack_header h;
+	if (dp_pack_read_header(c->r, NULL, key, buf->data, buf->len, buf->len, &h) != 0) {
+		problem(c, "%s", dp_error_last());
+		return;
+	}
+	for (size_t i = 0; i < h.nframes; i++) {
+		const dp_frame *f = &h.frames[i];
+		if (dp_frame_open(s, f->id, buf->data + f->offset, f->length, raw, f->raw_length) !=
+		    0) {
+			problem(c, "pack \"%s\": the frame at offset %u failed authentication", key,
+			        f->offset);
+			continue;
+		}
+		uint32_t inner = 0;
+		for (uint32_t m = h.first[i]; m < h.first[i + 1]; m++) {
+			uint8_t id[DP_HASH_LEN];
+			uint32_t len = h.raw[m];
+			dp_blob_id(s, id, raw + inner, len);
+			const dp_blob_loc *l = dp_index_find(sn->ix, id);
+			if (l) {
+				const dp_frame *xf = &sn->ix->frames[l->frame];
+				if (memcmp(sn->ix->packs[xf->pack], pack_id, DP_HASH_LEN) == 0 &&
+				    xf->offset == f->offset && l->inner == inner &&
+				    l->raw_length == len)
+					sn->found[l - sn->ix->slots] = true;
+			}
+			inner += len;
+		}
+	}
+	dp_pack_header_free(&h);
+}
+
+static int read_pack(struct ctx *c, dp_sealer *s, struct seen *sn, struct pack_obj *o, dp_buf *buf,
+                     uint8_t *raw)
 {
 	char key[100], hex[DP_ID_HEX];
 	uint8_t h[DP_HASH_LEN];
-	dp_blob_loc *locs = NULL;
-	size_t n = 0;
 	dp_pack_key(key, sizeof(key), o->id);
 	dp_buf_reset(buf);
 	int rc = dp_backend_get_all(c->r->b, key, buf);
@@ -122,6 +166,7 @@ static int read_pack(struct ctx *c, dp_sealer *s, struct pack_obj *o, dp_buf *bu
 		problem(c, "pack \"%s\": %s", key, dp_error_last());
 		return 0;
 	}
+	o->read = true;
 	c->rep->bytes_read += buf->len;
 	if (c->r->progress)
 		atomic_fetch_add(&c->r->progress->done, buf->len);
@@ -131,20 +176,7 @@ static int read_pack(struct ctx *c, dp_sealer *s, struct pack_obj *o, dp_buf *bu
 		problem(c, "pack \"%s\" is corrupted: its content hashes to %.16s...", key, hex);
 		return 0;
 	}
-	if (dp_pack_read_header(c->r, NULL, key, buf->data, buf->len, buf->len, &locs, &n) != 0) {
-		problem(c, "%s", dp_error_last());
-		return 0;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (locs[i].raw_length > c->r->chunk_max ||
-		    dp_blob_open(s, locs[i].id, buf->data + locs[i].offset, locs[i].length, raw,
-		                 locs[i].raw_length, true) != 0) {
-			dp_hex(hex, locs[i].id, DP_HASH_LEN);
-			problem(c, "pack \"%s\": blob %.16s... at offset %u failed authentication",
-			        key, hex, locs[i].offset);
-		}
-	}
-	free(locs);
+	check_frames(c, s, sn, key, o->id, buf, raw);
 	return 0;
 }
 
@@ -158,6 +190,7 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 	dp_lock *lock = NULL;
 	dp_sealer *s = NULL;
 	uint8_t *raw = NULL;
+	struct seen sn = {0};
 	dp_keylist snap_keys = {0}, index_keys = {0};
 	memset(c.rep, 0, sizeof(*c.rep));
 	int rc = dp_lock_acquire(&lock, r, false, "check");
@@ -189,12 +222,10 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 	}
 	rc = 0;
 
-	for (size_t i = 0; i < ix.cap; i++) {
-		const dp_blob_loc *l = &ix.slots[i];
-		if (l->pack == UINT32_MAX)
-			continue;
-		struct pack_obj *o = find_pack(&c, ix.packs[l->pack]);
-		uint64_t end = (uint64_t)l->offset + l->length + 4 + DP_SEAL_OVERHEAD;
+	for (size_t i = 0; i < ix.nframes; i++) {
+		const dp_frame *f = &ix.frames[i];
+		struct pack_obj *o = find_pack(&c, ix.packs[f->pack]);
+		uint64_t end = (uint64_t)f->offset + f->length + 4 + DP_SEAL_OVERHEAD;
 		if (o && end > o->need)
 			o->need = end;
 	}
@@ -247,7 +278,9 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 	if (read_data) {
 		if ((rc = dp_sealer_new(&s, r)))
 			goto out;
-		if (!(raw = malloc(r->chunk_max))) {
+		sn.ix = &ix;
+		sn.found = calloc(ix.cap + 1, sizeof(bool));
+		if (!(raw = malloc(dp_frame_max(r))) || !sn.found) {
 			rc = dp_error_set(DP_ERROR, "out of memory");
 			goto out;
 		}
@@ -259,9 +292,27 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 		}
 		for (size_t i = 0; i < c.npacks && !rc; i++)
 			if (c.packs[i].indexed)
-				rc = read_pack(&c, s, &c.packs[i], &buf, raw);
+				rc = read_pack(&c, s, &sn, &c.packs[i], &buf, raw);
 		if (rc)
 			goto out;
+		/* Every chunk the index places in a pack that was read must have
+		 * been found there. */
+		for (size_t i = 0; i < ix.cap; i++) {
+			const dp_blob_loc *l = &ix.slots[i];
+			if (l->frame == DP_INDEX_EMPTY || sn.found[i])
+				continue;
+			const dp_frame *f = &ix.frames[l->frame];
+			struct pack_obj *o = find_pack(&c, ix.packs[f->pack]);
+			if (!o || !o->read)
+				continue; /* missing or unreadable: reported already */
+			char key[100], hex[DP_ID_HEX];
+			dp_pack_key(key, sizeof(key), o->id);
+			dp_hex(hex, l->id, DP_HASH_LEN);
+			problem(&c,
+			        "pack \"%s\": blob %.16s... is not in the frame at offset %u where "
+			        "the index places it",
+			        key, hex, f->offset);
+		}
 	}
 	if (c.rep->errors)
 		rc = dp_error_set(DP_ECORRUPT, "the repository has %llu problem%s",
@@ -271,6 +322,7 @@ out:
 	dp_keylist_free(&index_keys);
 	free(c.packs);
 	free(raw);
+	free(sn.found);
 	dp_sealer_free(s);
 	dp_index_free(&ix);
 	dp_buf_free(&plain);

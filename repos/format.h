@@ -27,20 +27,36 @@
  * so one kind of object cannot be passed off as another. Index, snapshot and
  * pack ids are the SHA-256 of the stored bytes, checked on every read.
  *
- * Blob: one chunk of a stream, id = HMAC-SHA256(MAC key, plaintext). Stored as
- *   sealed(flag(1) | payload, ad = id)   flag 0: payload is the raw bytes,
- *                                        flag 1: payload is a zstd frame
- * Binding the id as associated data means a blob moved, swapped or altered
- * fails authentication; since the binding does not involve the pack, prune can
- * move sealed blobs between packs without re-encrypting.
+ * Chunk: a piece of a stream cut by the chunker; id = HMAC-SHA256(MAC key,
+ *   plaintext). Snapshots and indexes name chunks by id. (The code calls a
+ *   chunk a "blob".)
  *
- * Pack: blob | blob | ... | sealed header | u32 LE length of the sealed header
- *   header plaintext: n entries of
- *     type(1, 0 = data) | id(32) | offset u32 | length u32 | raw length u32
+ * Frame: the unit of compression and encryption, several chunks that one push
+ *   stored together (up to ~1 MiB of new chunks that were consecutive in its
+ *   stream). Compressing them as one zstd frame keeps the ratio of large
+ *   blocks while deduplication works on small chunks.
+ *     frame id = SHA-256(member ids, in order)
+ *     stored   = sealed(flag(1) | payload, ad = frame id)
+ *                flag 0: payload is the members' bytes, concatenated;
+ *                flag 1: payload is one zstd frame of them.
+ *   The index names, for every chunk, its frame and where in the frame's
+ *   plaintext it lies; the frame id is recorded beside the frame's location,
+ *   so a frame moved, swapped or altered fails authentication. Since the
+ *   binding does not involve the pack, prune moves sealed frames between
+ *   packs without re-encrypting them.
  *
- * Index plaintext: "DPI1" | u32 npacks | per pack: pack id(32) | u32 n |
- *   n entries of id(32) | offset u32 | length u32 | raw length u32
- *   (all integers little endian)
+ * Pack: frame | frame | ... | sealed header | u32 LE length of the sealed header
+ *   header plaintext: "DPH2" | per frame:
+ *     frame id(32) | offset u32 | length u32 | raw length u32 | u32 n |
+ *     n member raw lengths u32 (members back to back from 0)
+ *   Member ids are not repeated here (they would cost 32 bytes per chunk):
+ *   rebuilding an index from packs reads the frames and hashes the members.
+ *
+ * Index plaintext: "DPI2" | u32 npacks | per pack: pack id(32) | u32 nframes |
+ *   per frame: frame id(32) | offset u32 | length u32 | raw length u32 | u32 n |
+ *     n members: id(32) | offset in the frame's plaintext u32 | raw length u32
+ *   (all integers little endian). After a prune a frame may list fewer
+ *   members than it holds (the dead ones are dropped from the index).
  *
  * Snapshot plaintext: "DPS1" | u32 json length | JSON | u64 n |
  *   n entries of id(32) | raw length u32
@@ -61,15 +77,15 @@
 #include "dp/crypto.h"
 #include "dp/repo.h"
 
-#define DP_FORMAT_VERSION 1
-#define DP_DEFAULT_CHUNK_MIN (16u * 1024)
-#define DP_DEFAULT_CHUNK_AVG (64u * 1024)
-#define DP_DEFAULT_CHUNK_MAX (256u * 1024)
+#define DP_FORMAT_VERSION 2
+#define DP_DEFAULT_CHUNK_AVG (16u * 1024)
 #define DP_DEFAULT_PACK_SIZE (16u * 1024 * 1024)
 #define DP_DEFAULT_ZSTD_LEVEL 3
 #define DP_MASTER_LEN (3 * DP_KEY_LEN)
-#define DP_PACK_ENTRY_LEN (1 + DP_HASH_LEN + 12)
-#define DP_INDEX_ENTRY_LEN (DP_HASH_LEN + 12)
+/* New chunks gathered into one frame: ~1 MiB plus the chunk that crosses it. */
+#define DP_FRAME_TARGET (1u << 20)
+#define DP_FRAME_HEAD_LEN (DP_HASH_LEN + 16) /* frame id, offset, length, raw, n */
+#define DP_INDEX_ENTRY_LEN (DP_HASH_LEN + 8) /* id, offset in frame, raw length */
 #define DP_INDEX_MAX_ENTRIES (1u << 20)
 #define DP_SNAP_ENTRY_LEN (DP_HASH_LEN + 4)
 #define DP_LOCK_STALE_SECONDS 300
@@ -88,22 +104,34 @@ void dp_keylist_free(dp_keylist *l);
 
 /* ---- the in-memory index: blob id -> location ---- */
 
-typedef struct dp_blob_loc {
+typedef struct dp_frame {
 	uint8_t id[DP_HASH_LEN];
 	uint32_t pack; /* index into dp_index.packs */
-	uint32_t offset, length, raw_length;
+	uint32_t offset, length, raw_length; /* sealed bytes in the pack; plaintext */
+} dp_frame;
+
+typedef struct dp_blob_loc {
+	uint8_t id[DP_HASH_LEN];
+	uint32_t frame; /* index into dp_index.frames */
+	uint32_t inner, raw_length; /* where in the frame's plaintext */
 } dp_blob_loc;
 
 typedef struct dp_index {
-	dp_blob_loc *slots; /* open addressing; pack == UINT32_MAX marks empty */
+	dp_blob_loc *slots; /* open addressing; frame == UINT32_MAX marks empty */
 	size_t cap, count;
 	uint8_t (*packs)[DP_HASH_LEN];
 	size_t npacks, packs_cap;
+	dp_frame *frames;
+	size_t nframes, frames_cap;
 } dp_index;
 
+#define DP_INDEX_EMPTY UINT32_MAX
+
 int dp_index_add_pack(dp_index *ix, const uint8_t pack_id[DP_HASH_LEN], uint32_t *pack_out);
-/* Adds a blob location unless the id is already present (first wins);
- * *added tells which. */
+/* Appends a frame (f->pack already an index into ix->packs). */
+int dp_index_add_frame(dp_index *ix, const dp_frame *f, uint32_t *frame_out);
+/* Adds a chunk location (loc->frame already an index into ix->frames)
+ * unless the id is already present (first wins); *added tells which. */
 int dp_index_add(dp_index *ix, const dp_blob_loc *loc, bool *added);
 const dp_blob_loc *dp_index_find(const dp_index *ix, const uint8_t id[DP_HASH_LEN]);
 void dp_index_free(dp_index *ix);
@@ -157,22 +185,26 @@ int dp_object_read(dp_repo *r, const char *type, const char *key, dp_buf *plain)
 int dp_object_write(dp_repo *r, const char *type, const char *dir, const void *plain, size_t len,
                     char id_out[DP_ID_HEX], uint64_t *bytes_out);
 
-/* Blob sealing (one per thread: zstd contexts are not shared). */
+/* Chunk ids and frame sealing (one dp_sealer per thread: zstd contexts are
+ * not shared). */
 typedef struct dp_sealer dp_sealer;
 int dp_sealer_new(dp_sealer **out, const dp_repo *r);
 void dp_sealer_free(dp_sealer *s);
-/* Upper bound of a sealed blob of raw_len bytes. */
-size_t dp_blob_sealed_bound(size_t raw_len);
-/* Computes the id of raw, then seals it into out (which has room for
- * dp_blob_sealed_bound). */
+/* The largest frame plaintext a repository can hold. */
+static inline size_t dp_frame_max(const dp_repo *r);
+/* Upper bound of a sealed frame of raw_len bytes. */
+size_t dp_frame_sealed_bound(size_t raw_len);
 int dp_blob_id(dp_sealer *s, uint8_t id[DP_HASH_LEN], const void *raw, size_t len);
-int dp_blob_seal(dp_sealer *s, const uint8_t id[DP_HASH_LEN], const void *raw, size_t len,
-                 uint8_t *out, size_t *out_len);
-/* Opens a sealed blob into out (room for raw_len); checks the length and,
- * with verify_id, recomputes the id. DP_ECORRUPT without a message: the caller
- * names the object. */
-int dp_blob_open(dp_sealer *s, const uint8_t id[DP_HASH_LEN], const uint8_t *sealed, size_t len,
-                 uint8_t *out, uint32_t raw_len, bool verify_id);
+/* The frame id of n member ids (n * DP_HASH_LEN bytes). */
+int dp_frame_id(uint8_t id[DP_HASH_LEN], const uint8_t *member_ids, size_t n);
+/* Seals raw (len <= dp_frame_max) into out, which has room for
+ * dp_frame_sealed_bound(len). */
+int dp_frame_seal(dp_sealer *s, const uint8_t id[DP_HASH_LEN], const void *raw, size_t len,
+                  uint8_t *out, size_t *out_len);
+/* Opens a sealed frame into out (room for raw_len <= dp_frame_max); checks
+ * its length. DP_ECORRUPT without a message: the caller names the object. */
+int dp_frame_open(dp_sealer *s, const uint8_t id[DP_HASH_LEN], const uint8_t *sealed, size_t len,
+                  uint8_t *out, uint32_t raw_len);
 
 /* Chunker (FastCDC-style gear hash, normalised chunking). Streaming: state
  * survives across calls. */
@@ -189,26 +221,41 @@ void dp_chunker_init(dp_chunker *c, const uint64_t *gear, uint32_t min, uint32_t
  * bytes belong to the current chunk; *cut says whether the chunk ends there. */
 size_t dp_chunker_next(dp_chunker *c, const uint8_t *p, size_t n, bool *cut);
 
-/* Packs. A dp_packer accumulates sealed blobs and their header entries;
- * dp_packer_finish appends the sealed header and its length, after which
- * data holds the whole pack. */
+/* Packs. A dp_packer accumulates sealed frames, their header entries and the
+ * locations of their members; dp_packer_finish appends the sealed header and
+ * its length, after which data holds the whole pack. */
 typedef struct dp_packer {
 	dp_buf data;
-	dp_buf header; /* plaintext header entries */
-	dp_blob_loc *locs;
+	dp_buf header; /* plaintext header */
+	dp_frame *frames; /* pack field unused */
+	size_t nframes, frames_cap;
+	dp_blob_loc *locs; /* frame: index into frames */
 	size_t nlocs, cap;
 } dp_packer;
-int dp_packer_add(dp_packer *k, const uint8_t id[DP_HASH_LEN], const uint8_t *sealed, uint32_t len,
-                  uint32_t raw_len);
+/* Adds a sealed frame f (f->offset is set here) whose members are locs[0..n)
+ * (their frame field is set here); all_raw: the raw lengths of all the
+ * frame's members in order (nall of them) for the header. */
+int dp_packer_add(dp_packer *k, dp_frame *f, const uint8_t *sealed, const dp_blob_loc *locs,
+                  size_t n, const uint32_t *all_raw, size_t nall);
 int dp_packer_finish(dp_repo *r, dp_aead *a, dp_packer *k);
 void dp_packer_reset(dp_packer *k);
 void dp_packer_free(dp_packer *k);
+/* Moves the packer's frames and locations into ix under pack pack_id. */
+int dp_packer_index(const dp_packer *k, const uint8_t pack_id[DP_HASH_LEN], dp_index *ix);
 int dp_pack_key(char *key, size_t cap, const uint8_t id[DP_HASH_LEN]);
+/* A pack header, parsed: frames, and for frame i its members' raw lengths
+ * raw[first[i] .. first[i+1]). */
+typedef struct dp_pack_header {
+	dp_frame *frames; /* pack field left 0 */
+	size_t nframes;
+	uint32_t *first; /* nframes + 1 */
+	uint32_t *raw;
+} dp_pack_header;
 /* Parses a pack's header from tail, the last len bytes of a pack of
- * pack_size bytes (the whole pack, or just its header and trailer); the
- * entries are returned as dp_blob_loc (pack field left 0). */
+ * pack_size bytes (the whole pack, or just its header and trailer). */
 int dp_pack_read_header(dp_repo *r, dp_aead *a, const char *key, const uint8_t *tail, size_t len,
-                        uint64_t pack_size, dp_blob_loc **out, size_t *n);
+                        uint64_t pack_size, dp_pack_header *h);
+void dp_pack_header_free(dp_pack_header *h);
 
 /* Snapshots. */
 typedef struct dp_snapshot {
@@ -235,6 +282,11 @@ int dp_lock_acquire(dp_lock **out, dp_repo *r, bool exclusive, const char *what)
  * Call before committing anything that relies on the lock. */
 int dp_lock_check(dp_lock *l);
 void dp_lock_release(dp_lock *l);
+
+static inline size_t dp_frame_max(const dp_repo *r)
+{
+	return DP_FRAME_TARGET + r->chunk_max;
+}
 
 /* Threads for the pipelines: r->threads, or the number of cores. */
 int dp_repo_nthreads(const dp_repo *r);

@@ -1,11 +1,13 @@
 /*
- * The in-memory index (blob id -> pack, offset, length) and index objects.
+ * The in-memory index (chunk id -> frame, place in the frame; frame -> pack,
+ * offset, length) and index objects.
  *
- * An open-addressing hash table keyed by the blob id's first 8 bytes (ids are
- * HMAC outputs, so uniformly distributed). Not thread safe: the push
- * pipeline only reads it after loading, under its own lock. About 48 bytes
- * per blob; a repository of 10 TB at 64 KiB chunks needs ~8 GB of index, which
- * is the price of global deduplication (the same as restic's).
+ * An open-addressing hash table keyed by the chunk id's first 8 bytes (ids
+ * are HMAC outputs, so uniformly distributed), plus an array of frames. Not
+ * thread safe: the push pipeline only reads it after loading, under its own
+ * lock. About 60 bytes per chunk (44 and the table's slack) and 48 per frame;
+ * a repository of 10 TB at 16 KiB chunks needs ~40 GB of index, which is the
+ * price of global deduplication at that granularity.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +17,7 @@
 #include "dp/error.h"
 #include "format.h"
 
-#define EMPTY UINT32_MAX
+#define EMPTY DP_INDEX_EMPTY
 
 static size_t slot_of(const dp_index *ix, const uint8_t id[DP_HASH_LEN])
 {
@@ -29,16 +31,16 @@ static int grow(dp_index *ix)
 	if (!slots)
 		return dp_error_set(DP_ERROR, "out of memory (index of %zu blobs)", ix->count);
 	for (size_t i = 0; i < cap; i++)
-		slots[i].pack = EMPTY;
+		slots[i].frame = EMPTY;
 	dp_blob_loc *old = ix->slots;
 	size_t oldcap = ix->cap;
 	ix->slots = slots;
 	ix->cap = cap;
 	for (size_t i = 0; i < oldcap; i++) {
-		if (old[i].pack == EMPTY)
+		if (old[i].frame == EMPTY)
 			continue;
 		size_t s = slot_of(ix, old[i].id);
-		while (ix->slots[s].pack != EMPTY)
+		while (ix->slots[s].frame != EMPTY)
 			s = (s + 1) & (cap - 1);
 		ix->slots[s] = old[i];
 	}
@@ -56,6 +58,16 @@ int dp_index_add_pack(dp_index *ix, const uint8_t pack_id[DP_HASH_LEN], uint32_t
 	return 0;
 }
 
+int dp_index_add_frame(dp_index *ix, const dp_frame *f, uint32_t *frame_out)
+{
+	int rc = dp_array_grow(&ix->frames, &ix->frames_cap, ix->nframes, sizeof(*ix->frames));
+	if (rc)
+		return rc;
+	ix->frames[ix->nframes] = *f;
+	*frame_out = (uint32_t)ix->nframes++;
+	return 0;
+}
+
 int dp_index_add(dp_index *ix, const dp_blob_loc *loc, bool *added)
 {
 	if ((ix->count + 1) * 4 > ix->cap * 3) {
@@ -64,7 +76,7 @@ int dp_index_add(dp_index *ix, const dp_blob_loc *loc, bool *added)
 			return rc;
 	}
 	size_t s = slot_of(ix, loc->id);
-	while (ix->slots[s].pack != EMPTY) {
+	while (ix->slots[s].frame != EMPTY) {
 		if (memcmp(ix->slots[s].id, loc->id, DP_HASH_LEN) == 0) {
 			if (added)
 				*added = false;
@@ -84,7 +96,7 @@ const dp_blob_loc *dp_index_find(const dp_index *ix, const uint8_t id[DP_HASH_LE
 	if (!ix->cap)
 		return NULL;
 	size_t s = slot_of(ix, id);
-	while (ix->slots[s].pack != EMPTY) {
+	while (ix->slots[s].frame != EMPTY) {
 		if (memcmp(ix->slots[s].id, id, DP_HASH_LEN) == 0)
 			return &ix->slots[s];
 		s = (s + 1) & (ix->cap - 1);
@@ -96,77 +108,131 @@ void dp_index_free(dp_index *ix)
 {
 	free(ix->slots);
 	free(ix->packs);
+	free(ix->frames);
 	memset(ix, 0, sizeof(*ix));
 }
 
+/* The index grouped for writing: frames bucketed by pack, chunks by frame.
+ * fstart/fcount: the frames of pack p are forder[fstart[p] ..+ fcount[p]];
+ * cstart/ccount: the chunks of frame f are corder[cstart[f] ..+ ccount[f]].
+ * Frames without chunks are left out. */
+struct groups {
+	uint32_t *fcount, *ccount;
+	size_t *fstart, *cstart;
+	uint32_t *forder;
+	const dp_blob_loc **corder;
+};
+
+static void groups_free(struct groups *g)
+{
+	free(g->fcount);
+	free(g->ccount);
+	free(g->fstart);
+	free(g->cstart);
+	free(g->forder);
+	free(g->corder);
+}
+
+static int groups_make(const dp_index *ix, struct groups *g)
+{
+	size_t np = ix->npacks + 1, nf = ix->nframes + 1;
+	g->fcount = calloc(np, sizeof(*g->fcount));
+	g->fstart = calloc(np, sizeof(*g->fstart));
+	g->ccount = calloc(nf, sizeof(*g->ccount));
+	g->cstart = calloc(nf, sizeof(*g->cstart));
+	g->forder = malloc(nf * sizeof(*g->forder));
+	g->corder = malloc((ix->count + 1) * sizeof(*g->corder));
+	size_t *fill = calloc(nf > np ? nf : np, sizeof(*fill));
+	if (!g->fcount || !g->fstart || !g->ccount || !g->cstart || !g->forder || !g->corder ||
+	    !fill) {
+		free(fill);
+		return dp_error_set(DP_ERROR, "out of memory");
+	}
+	for (size_t i = 0; i < ix->cap; i++)
+		if (ix->slots[i].frame != EMPTY)
+			g->ccount[ix->slots[i].frame]++;
+	for (size_t f = 1; f <= ix->nframes; f++)
+		g->cstart[f] = g->cstart[f - 1] + g->ccount[f - 1];
+	memcpy(fill, g->cstart, nf * sizeof(*fill));
+	for (size_t i = 0; i < ix->cap; i++)
+		if (ix->slots[i].frame != EMPTY)
+			g->corder[fill[ix->slots[i].frame]++] = &ix->slots[i];
+	for (size_t f = 0; f < ix->nframes; f++)
+		if (g->ccount[f])
+			g->fcount[ix->frames[f].pack]++;
+	for (size_t p = 1; p <= ix->npacks; p++)
+		g->fstart[p] = g->fstart[p - 1] + g->fcount[p - 1];
+	memcpy(fill, g->fstart, np * sizeof(*fill));
+	for (size_t f = 0; f < ix->nframes; f++)
+		if (g->ccount[f])
+			g->forder[fill[ix->frames[f].pack]++] = (uint32_t)f;
+	free(fill);
+	return 0;
+}
+
 /* Appends one index object's plaintext for packs [p0, p1) to out. */
-static void encode_packs(const dp_index *ix, const uint32_t *count, const size_t *start,
-                         const dp_blob_loc **order, size_t p0, size_t p1, dp_buf *out)
+static void encode_packs(const dp_index *ix, const struct groups *g, size_t p0, size_t p1,
+                         dp_buf *out)
 {
 	size_t used = 0;
 	for (size_t p = p0; p < p1; p++)
-		used += count[p] != 0;
-	dp_buf_append(out, "DPI1", 4);
+		used += g->fcount[p] != 0;
+	dp_buf_append(out, "DPI2", 4);
 	dp_buf_put_u32(out, (uint32_t)used);
 	for (size_t p = p0; p < p1; p++) {
-		if (!count[p])
+		if (!g->fcount[p])
 			continue;
 		dp_buf_append(out, ix->packs[p], DP_HASH_LEN);
-		dp_buf_put_u32(out, count[p]);
-		for (size_t k = start[p]; k < start[p] + count[p]; k++) {
-			const dp_blob_loc *l = order[k];
-			dp_buf_append(out, l->id, DP_HASH_LEN);
-			dp_buf_put_u32(out, l->offset);
-			dp_buf_put_u32(out, l->length);
-			dp_buf_put_u32(out, l->raw_length);
+		dp_buf_put_u32(out, g->fcount[p]);
+		for (size_t k = g->fstart[p]; k < g->fstart[p] + g->fcount[p]; k++) {
+			uint32_t f = g->forder[k];
+			const dp_frame *fr = &ix->frames[f];
+			dp_buf_append(out, fr->id, DP_HASH_LEN);
+			dp_buf_put_u32(out, fr->offset);
+			dp_buf_put_u32(out, fr->length);
+			dp_buf_put_u32(out, fr->raw_length);
+			dp_buf_put_u32(out, g->ccount[f]);
+			for (size_t c = g->cstart[f]; c < g->cstart[f] + g->ccount[f]; c++) {
+				const dp_blob_loc *l = g->corder[c];
+				dp_buf_append(out, l->id, DP_HASH_LEN);
+				dp_buf_put_u32(out, l->inner);
+				dp_buf_put_u32(out, l->raw_length);
+			}
 		}
 	}
 }
 
 int dp_index_write(dp_repo *r, const dp_index *ix, uint64_t *bytes_out)
 {
-	int rc = 0;
+	struct groups g = {0};
 	dp_buf plain = {0};
 	char id[DP_ID_HEX];
-	/* Group by pack: count, then bucket (one pass over the table). */
-	uint32_t *count = calloc(ix->npacks + 1, sizeof(*count));
-	const dp_blob_loc **order = malloc((ix->count + 1) * sizeof(*order));
-	size_t *start = calloc(ix->npacks + 1, sizeof(*start));
-	size_t *fill = calloc(ix->npacks + 1, sizeof(*fill));
-	if (!count || !order || !start || !fill) {
-		rc = dp_error_set(DP_ERROR, "out of memory");
-		goto out;
-	}
-	for (size_t i = 0; i < ix->cap; i++)
-		if (ix->slots[i].pack != EMPTY)
-			count[ix->slots[i].pack]++;
-	for (size_t p = 1; p <= ix->npacks; p++)
-		start[p] = start[p - 1] + count[p - 1];
-	memcpy(fill, start, (ix->npacks + 1) * sizeof(*fill));
-	for (size_t i = 0; i < ix->cap; i++)
-		if (ix->slots[i].pack != EMPTY)
-			order[fill[ix->slots[i].pack]++] = &ix->slots[i];
-	/* Objects of at most DP_INDEX_MAX_ENTRIES blobs (~45 MiB), far below
+	int rc = groups_make(ix, &g);
+	/* Objects of at most DP_INDEX_MAX_ENTRIES chunks (~40 MiB), far below
 	 * what one sealed object can hold, and small enough to read in one go. */
-	for (size_t p0 = 0; p0 < ix->npacks;) {
-		size_t p1 = p0, n = 0;
-		while (p1 < ix->npacks && (p1 == p0 || n + count[p1] <= DP_INDEX_MAX_ENTRIES))
-			n += count[p1++];
+	for (size_t p0 = 0; !rc && p0 < ix->npacks;) {
+		size_t p1 = p0, n = 0, nf = 0;
+		while (p1 < ix->npacks) {
+			size_t c = 0;
+			for (size_t k = g.fstart[p1]; k < g.fstart[p1] + g.fcount[p1]; k++)
+				c += g.ccount[g.forder[k]];
+			if (p1 > p0 && n + c > DP_INDEX_MAX_ENTRIES)
+				break;
+			n += c;
+			nf += g.fcount[p1++];
+		}
 		dp_buf_reset(&plain);
 		if ((rc = dp_buf_reserve(&plain, 8 + (p1 - p0) * (DP_HASH_LEN + 4) +
+		                                     nf * DP_FRAME_HEAD_LEN +
 		                                     n * DP_INDEX_ENTRY_LEN)))
-			goto out;
-		encode_packs(ix, count, start, order, p0, p1, &plain);
-		if (n && (rc = dp_object_write(r, "index", "index", plain.data, plain.len, id,
-		                               bytes_out)))
-			goto out;
+			break;
+		encode_packs(ix, &g, p0, p1, &plain);
+		if (n)
+			rc = dp_object_write(r, "index", "index", plain.data, plain.len, id,
+			                     bytes_out);
 		p0 = p1;
 	}
-out:
-	free(count);
-	free(order);
-	free(start);
-	free(fill);
+	groups_free(&g);
 	dp_buf_free(&plain);
 	return rc;
 }
@@ -174,29 +240,42 @@ out:
 int dp_index_decode(dp_index *ix, const uint8_t *p, size_t len)
 {
 	const uint8_t *end = p + len;
-	if (len < 8 || memcmp(p, "DPI1", 4) != 0)
+	if (len < 8 || memcmp(p, "DPI2", 4) != 0)
 		return DP_ECORRUPT;
 	uint32_t npacks = dp_get_u32(p + 4);
 	p += 8;
 	for (uint32_t i = 0; i < npacks; i++) {
 		if ((size_t)(end - p) < DP_HASH_LEN + 4)
 			return DP_ECORRUPT;
-		uint32_t pack;
-		int rc = dp_index_add_pack(ix, p, &pack);
+		dp_frame f = {.pack = 0};
+		int rc = dp_index_add_pack(ix, p, &f.pack);
 		if (rc)
 			return rc;
-		uint32_t n = dp_get_u32(p + DP_HASH_LEN);
+		uint32_t nframes = dp_get_u32(p + DP_HASH_LEN);
 		p += DP_HASH_LEN + 4;
-		if ((size_t)(end - p) / DP_INDEX_ENTRY_LEN < n)
-			return DP_ECORRUPT;
-		for (uint32_t j = 0; j < n; j++, p += DP_INDEX_ENTRY_LEN) {
-			dp_blob_loc l = {.pack = pack};
-			memcpy(l.id, p, DP_HASH_LEN);
-			l.offset = dp_get_u32(p + DP_HASH_LEN);
-			l.length = dp_get_u32(p + DP_HASH_LEN + 4);
-			l.raw_length = dp_get_u32(p + DP_HASH_LEN + 8);
-			if ((rc = dp_index_add(ix, &l, NULL)))
+		for (uint32_t k = 0; k < nframes; k++) {
+			if ((size_t)(end - p) < DP_FRAME_HEAD_LEN)
+				return DP_ECORRUPT;
+			memcpy(f.id, p, DP_HASH_LEN);
+			f.offset = dp_get_u32(p + DP_HASH_LEN);
+			f.length = dp_get_u32(p + DP_HASH_LEN + 4);
+			f.raw_length = dp_get_u32(p + DP_HASH_LEN + 8);
+			uint32_t n = dp_get_u32(p + DP_HASH_LEN + 12);
+			p += DP_FRAME_HEAD_LEN;
+			dp_blob_loc l = {.frame = 0};
+			if ((rc = dp_index_add_frame(ix, &f, &l.frame)))
 				return rc;
+			if ((size_t)(end - p) / DP_INDEX_ENTRY_LEN < n)
+				return DP_ECORRUPT;
+			for (uint32_t j = 0; j < n; j++, p += DP_INDEX_ENTRY_LEN) {
+				memcpy(l.id, p, DP_HASH_LEN);
+				l.inner = dp_get_u32(p + DP_HASH_LEN);
+				l.raw_length = dp_get_u32(p + DP_HASH_LEN + 4);
+				if ((uint64_t)l.inner + l.raw_length > f.raw_length)
+					return DP_ECORRUPT;
+				if ((rc = dp_index_add(ix, &l, NULL)))
+					return rc;
+			}
 		}
 	}
 	return p == end ? 0 : DP_ECORRUPT;

@@ -1,13 +1,15 @@
 /*
  * Prune: mark and sweep under the exclusive lock.
  *
- * Mark: every blob any snapshot names is live (a snapshot that cannot be read
- * stops prune: deleting on an incomplete mark would lose data). Sweep, in an
- * order that is safe at any crash point:
+ * Mark: every chunk any snapshot names is live (a snapshot that cannot be
+ * read stops prune: deleting on an incomplete mark would lose data), and so
+ * is every frame holding a live chunk. A frame is kept whole: its dead
+ * chunks stay inside it (dropped from the index) until no chunk of it is
+ * live. Sweep, in an order that is safe at any crash point:
  *   1. packs whose live fraction is below the threshold are repacked: their
- *      live blobs are read, authenticated and copied, still sealed (a blob's
- *      seal does not depend on its pack), into new packs;
- *   2. one new index naming every live blob where it now is is written;
+ *      live frames are read, authenticated and copied, still sealed (a
+ *      frame's seal does not depend on its pack), into new packs;
+ *   2. one new index naming every live chunk where it now is is written;
  *   3. the old index objects are removed;
  *   4. packs with no live blob, repacked packs and orphans (packs no index
  *      names: interrupted pushes) are removed.
@@ -57,21 +59,29 @@ static int cmp_pk(const void *a, const void *b)
 	return memcmp(a, b, DP_HASH_LEN);
 }
 
-static int cmp_loc(const void *a, const void *b)
+/* A live chunk, with its pack's position in ctx.v and its frame's offset:
+ * sorted by both, each pack and frame is one stretch. */
+struct live {
+	dp_blob_loc l;
+	uint32_t pk, offset;
+};
+
+static int cmp_live(const void *a, const void *b)
 {
-	const dp_blob_loc *x = a, *y = b;
-	if (x->pack != y->pack)
-		return x->pack < y->pack ? -1 : 1;
-	return x->offset < y->offset ? -1 : x->offset > y->offset;
+	const struct live *x = a, *y = b;
+	if (x->pk != y->pk)
+		return x->pk < y->pk ? -1 : 1;
+	if (x->offset != y->offset)
+		return x->offset < y->offset ? -1 : 1;
+	return x->l.inner < y->l.inner ? -1 : x->l.inner > y->l.inner;
 }
 
-/* Writes the packer's pack and records its blobs in nix. */
+/* Writes the packer's pack and records its frames and chunks in nix. */
 static int flush(dp_repo *r, dp_packer *k, dp_index *nix, dp_prune_report *rep)
 {
 	uint8_t id[DP_HASH_LEN];
 	char key[100];
-	uint32_t pk;
-	if (!k->nlocs)
+	if (!k->nframes)
 		return 0;
 	int rc = dp_packer_finish(r, NULL, k);
 	if (!rc)
@@ -81,15 +91,39 @@ static int flush(dp_repo *r, dp_packer *k, dp_index *nix, dp_prune_report *rep)
 	if (!rc)
 		rc = r->b->put(r->b, key, k->data.data, k->data.len);
 	if (!rc)
-		rc = dp_index_add_pack(nix, id, &pk);
-	for (size_t i = 0; !rc && i < k->nlocs; i++) {
-		k->locs[i].pack = pk;
-		rc = dp_index_add(nix, &k->locs[i], NULL);
-	}
+		rc = dp_packer_index(k, id, nix);
 	if (!rc)
 		rep->packs_written++;
 	dp_packer_reset(k);
 	return rc;
+}
+
+/* Copies the live frame whose chunks are v[0..n) from the pack in buf (its
+ * header h) into the packer, after authenticating it. */
+static int copy_frame(dp_sealer *s, const dp_frame *f, const struct live *v, size_t n,
+                      const dp_pack_header *h, const dp_buf *buf, uint8_t *raw, dp_blob_loc **locs,
+                      size_t *locs_cap, dp_packer *k, const char *key)
+{
+	size_t i = 0;
+	while (i < h->nframes && h->frames[i].offset != f->offset)
+		i++;
+	if (i == h->nframes || memcmp(h->frames[i].id, f->id, DP_HASH_LEN) != 0 ||
+	    h->frames[i].length != f->length ||
+	    dp_frame_open(s, f->id, buf->data + f->offset, f->length, raw, f->raw_length) != 0)
+		return dp_error_set(DP_ECORRUPT,
+		                    "prune stopped: pack \"%s\" is corrupted (a live frame at "
+		                    "offset %u failed authentication); run 'dp repo check "
+		                    "--read-data'",
+		                    key, f->offset);
+	for (size_t j = 0; j < n; j++) {
+		int rc = dp_array_grow(locs, locs_cap, j, sizeof(**locs));
+		if (rc)
+			return rc;
+		(*locs)[j] = v[j].l;
+	}
+	dp_frame nf = *f;
+	return dp_packer_add(k, &nf, buf->data + f->offset, *locs, n, h->raw + h->first[i],
+	                     h->first[i + 1] - h->first[i]);
 }
 
 int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
@@ -103,8 +137,12 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 	size_t nsnaps = 0;
 	dp_packer k = {0};
 	dp_buf buf = {0};
-	dp_blob_loc *live = NULL;
+	struct live *live = NULL;
+	bool *frame_live = NULL;
 	size_t nlive = 0;
+	dp_pack_header hdr = {0};
+	dp_blob_loc *locs = NULL;
+	size_t locs_cap = 0;
 	dp_sealer *s = NULL;
 	uint8_t *raw = NULL;
 	char key[100];
@@ -134,7 +172,7 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 			goto out;
 		}
 		for (size_t j = 0; j < snap.n && !rc; j++) {
-			dp_blob_loc l = {.pack = 0};
+			dp_blob_loc l = {.frame = 0};
 			memcpy(l.id, snap.ids[j], DP_HASH_LEN);
 			rc = dp_index_add(&used, &l, NULL);
 		}
@@ -153,26 +191,28 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 		if (p)
 			p->indexed = true;
 	}
-	/* The live blobs, each tagged with its pack's position in c.v, then
-	 * sorted by pack and offset: one pass per pack below, whatever the
+	/* The live chunks, each tagged with its pack's position in c.v, then
+	 * sorted by pack and frame: one pass per pack below, whatever the
 	 * repository's size, and repacking reads each pack once. */
 	live = malloc((ix.count + 1) * sizeof(*live));
-	if (!live) {
+	frame_live = calloc(ix.nframes + 1, sizeof(*frame_live));
+	if (!live || !frame_live) {
 		rc = dp_error_set(DP_ERROR, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i < ix.cap; i++) {
 		dp_blob_loc l = ix.slots[i];
-		if (l.pack == UINT32_MAX)
+		if (l.frame == DP_INDEX_EMPTY)
 			continue;
 		if (!dp_index_find(&used, l.id)) {
 			rep->blobs_removed++;
 			continue;
 		}
-		struct pk *p = bsearch(ix.packs[l.pack], c.v, c.n, sizeof(*c.v), cmp_pk);
+		const dp_frame *f = &ix.frames[l.frame];
+		struct pk *p = bsearch(ix.packs[f->pack], c.v, c.n, sizeof(*c.v), cmp_pk);
 		if (!p) {
 			char hex[DP_ID_HEX];
-			dp_hex(hex, ix.packs[l.pack], DP_HASH_LEN);
+			dp_hex(hex, ix.packs[f->pack], DP_HASH_LEN);
 			rc = dp_error_set(
 			    DP_ECORRUPT,
 			    "prune stopped, nothing was removed: pack %s holds live data "
@@ -180,9 +220,12 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 			    hex);
 			goto out;
 		}
-		p->live += l.length;
-		l.pack = (uint32_t)(p - c.v);
-		live[nlive++] = l;
+		if (!frame_live[l.frame]) {
+			frame_live[l.frame] = true;
+			p->live += f->length;
+		}
+		live[nlive++] =
+		    (struct live){.l = l, .pk = (uint32_t)(p - c.v), .offset = f->offset};
 	}
 	if (nlive < used.count) {
 		rc =
@@ -204,12 +247,12 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 	if (!change)
 		goto out;
 	if (nlive)
-		qsort(live, nlive, sizeof(*live), cmp_loc);
+		qsort(live, nlive, sizeof(*live), cmp_live);
 
 	/* Sweep 1: repack. */
 	if ((rc = dp_sealer_new(&s, r)))
 		goto out;
-	if (!(raw = malloc(r->chunk_max))) {
+	if (!(raw = malloc(dp_frame_max(r)))) {
 		rc = dp_error_set(DP_ERROR, "out of memory");
 		goto out;
 	}
@@ -220,39 +263,43 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 			goto out;
 	}
 	for (size_t at = 0; at < nlive;) {
-		struct pk *p = &c.v[live[at].pack];
+		struct pk *p = &c.v[live[at].pk];
 		size_t end = at;
-		while (end < nlive && live[end].pack == live[at].pack)
+		while (end < nlive && live[end].pk == live[at].pk)
 			end++;
 		if (p->repack) {
 			dp_pack_key(key, sizeof(key), p->id);
 			dp_buf_reset(&buf);
-			if ((rc = dp_backend_get_all(r->b, key, &buf)))
+			dp_pack_header_free(&hdr);
+			if ((rc = dp_backend_get_all(r->b, key, &buf)) ||
+			    (rc = dp_pack_read_header(r, NULL, key, buf.data, buf.len, buf.len,
+			                              &hdr)))
 				goto out;
 			rep->packs_repacked++;
 		}
-		for (; at < end; at++) {
-			dp_blob_loc l = live[at];
+		while (at < end) {
+			size_t fe = at;
+			while (fe < end && live[fe].l.frame == live[at].l.frame)
+				fe++;
+			dp_frame f = ix.frames[live[at].l.frame];
 			if (p->keep) {
-				l.pack = p->newidx;
-				if ((rc = dp_index_add(&nix, &l, NULL)))
+				dp_blob_loc l = {.frame = 0};
+				f.pack = p->newidx;
+				if ((rc = dp_index_add_frame(&nix, &f, &l.frame)))
 					goto out;
+				for (; at < fe; at++) {
+					uint32_t fr = l.frame;
+					l = live[at].l;
+					l.frame = fr;
+					if ((rc = dp_index_add(&nix, &l, NULL)))
+						goto out;
+				}
 				continue;
 			}
-			if ((uint64_t)l.offset + l.length > buf.len ||
-			    l.raw_length > r->chunk_max ||
-			    dp_blob_open(s, l.id, buf.data + l.offset, l.length, raw, l.raw_length,
-			                 false) != 0) {
-				rc = dp_error_set(DP_ECORRUPT,
-				                  "prune stopped: pack \"%s\" is corrupted (a live "
-				                  "blob failed authentication); run 'dp repo check "
-				                  "--read-data'",
-				                  key);
+			if ((rc = copy_frame(s, &f, live + at, fe - at, &hdr, &buf, raw, &locs,
+			                     &locs_cap, &k, key)))
 				goto out;
-			}
-			if ((rc = dp_packer_add(&k, l.id, buf.data + l.offset, l.length,
-			                        l.raw_length)))
-				goto out;
+			at = fe;
 			if (k.data.len >= r->pack_size && (rc = flush(r, &k, &nix, rep)))
 				goto out;
 		}
@@ -288,6 +335,9 @@ out:
 	dp_keylist_free(&ikeys);
 	free(c.v);
 	free(live);
+	free(frame_live);
+	free(locs);
+	dp_pack_header_free(&hdr);
 	free(raw);
 	dp_sealer_free(s);
 	dp_packer_free(&k);

@@ -1,18 +1,24 @@
 /*
  * Pull: a snapshot's bytes, in order. Fetch threads read ahead of the reader
- * into a ring of K slots (one maximum chunk each). A fetch thread claims a
- * run of consecutive slots whose blobs lie back to back in one pack (a fresh
- * push stores them that way), reads the run with one ranged get, then opens
- * each blob into its slot: AES-GCM, then zstd. The caller's thread copies
- * from the ring in stream order. Memory is K chunks plus one run buffer per
- * thread, whatever the snapshot size.
+ * into a ring of K run buffers. A run is a stretch of consecutive chunks of
+ * the snapshot, about RUN_RAW bytes, cut where a frame ends so that a frame
+ * is rarely needed by two runs. A fetch thread claims the next run, reads
+ * the frames it needs (frames that lie back to back in one pack with one
+ * ranged get), opens each (AES-GCM, then zstd) and puts the chunks in place.
+ * A frame whose chunks fill a stretch of the run in order (a fresh push
+ * stores them that way) is decompressed straight into the run buffer; other
+ * frames go through the thread's frame buffer and are copied out. The
+ * caller's thread copies from the ring in stream order. Memory is K run
+ * buffers plus a frame buffer and a read buffer per thread, whatever the
+ * snapshot size.
  *
  * Network backends (DP_BACKEND_F_PARALLEL) get more fetch threads, since
  * there a thread mostly waits for the network.
  *
- * Every byte handed out has been authenticated (the blob's id is bound to
- * its ciphertext). A missing pack, a failed authentication or a length that
- * does not match stops the pull with an error naming the pack.
+ * Every byte handed out has been authenticated (the frame id, which the
+ * index records beside the chunk's place, is bound to the frame's
+ * ciphertext). A missing pack, a failed authentication or a length that does
+ * not match stops the pull with an error naming the pack.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -23,15 +29,30 @@
 #include "dp/error.h"
 #include "format.h"
 
-#define RUN_MAX_BLOBS 16
-#define RUN_MAX_BYTES (4u * 1024 * 1024)
+#define RUN_RAW (2u * 1024 * 1024)
+#define READ_MAX_BYTES (4u * 1024 * 1024)
 
-enum { SLOT_EMPTY, SLOT_FETCHING, SLOT_READY };
+enum { RUN_EMPTY, RUN_FETCHING, RUN_READY };
 
-struct slot {
-	uint8_t *buf;
-	uint32_t len;
+struct run {
+	uint8_t *buf; /* the run's bytes, in stream order */
+	size_t len, cap;
+	size_t first, n; /* chunks [first, first + n) of the snapshot */
+	const dp_blob_loc **locs;
+	size_t locs_cap;
 	int state;
+};
+
+/* One fetch thread's scratch space. */
+struct fetcher {
+	dp_sealer *s;
+	dp_buf read; /* sealed frames read with one get */
+	uint8_t *frame; /* an opened frame, when it is copied out */
+	uint32_t frame_in; /* which frame is in it, or DP_INDEX_EMPTY */
+	uint32_t *distinct; /* the frames of the run being fetched */
+	size_t distinct_cap;
+	size_t *pos; /* each chunk's place in the run buffer */
+	size_t pos_cap;
 };
 
 struct dp_pull {
@@ -39,19 +60,21 @@ struct dp_pull {
 	dp_lock *lock;
 	dp_snapshot snap;
 	dp_index ix;
-	struct slot *slots;
-	size_t nslots;
+	struct run *runs;
+	size_t nruns;
 	pthread_t *threads;
 	int nthreads, started;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	size_t next_assign, next_read, read_off;
+	size_t next_chunk; /* the first chunk not yet claimed */
+	uint64_t next_assign, next_read; /* run sequence numbers */
+	size_t read_off;
 	bool stop, failed;
 	int rc;
 	char err[1024];
 };
 
-/* The location of blob i, checked against the snapshot; NULL with the
+/* The location of chunk i, checked against the snapshot; NULL with the
  * error set if it cannot be read. */
 static const dp_blob_loc *locate(dp_pull *p, size_t i)
 {
@@ -65,7 +88,10 @@ static const dp_blob_loc *locate(dp_pull *p, size_t i)
 		             hex, p->snap.info.id);
 		return NULL;
 	}
-	if (l->raw_length != p->snap.raw_lengths[i] || l->raw_length > p->r->chunk_max) {
+	const dp_frame *f = &p->ix.frames[l->frame];
+	if (l->raw_length != p->snap.raw_lengths[i] || l->raw_length > p->r->chunk_max ||
+	    f->raw_length > dp_frame_max(p->r) ||
+	    (uint64_t)l->inner + l->raw_length > f->raw_length) {
 		dp_error_set(
 		    DP_ECORRUPT,
 		    "blob %zu of snapshot \"%s\": index and snapshot disagree on its length", i,
@@ -75,91 +101,190 @@ static const dp_blob_loc *locate(dp_pull *p, size_t i)
 	return l;
 }
 
-/* Claims blobs [first, first+n) (called with mu held): the next unassigned
- * one, and those after it that lie right behind it in the same pack while
- * their slots are free. */
-static int claim_run(dp_pull *p, size_t *first, size_t *n, const dp_blob_loc **locs)
+/* Claims the next run (called with mu held, its slot empty): chunks from
+ * next_chunk on, up to RUN_RAW bytes and then to the end of the frame the
+ * last one is in, never more than the buffer holds. */
+static int claim_run(dp_pull *p, struct run *u)
 {
-	size_t i = p->next_assign;
-	const dp_blob_loc *l = locate(p, i);
-	if (!l)
-		return dp_error_code();
-	locs[0] = l;
-	uint64_t bytes = l->length;
-	size_t k = 1;
-	while (k < RUN_MAX_BLOBS && i + k < p->snap.n &&
-	       p->slots[(i + k) % p->nslots].state == SLOT_EMPTY) {
-		const dp_blob_loc *m = dp_index_find(&p->ix, p->snap.ids[i + k]);
-		const dp_blob_loc *prev = locs[k - 1];
-		if (!m || m->pack != prev->pack || m->offset != prev->offset + prev->length ||
-		    bytes + m->length > RUN_MAX_BYTES)
+	size_t i = p->next_chunk, raw = 0;
+	u->first = i;
+	u->n = 0;
+	while (i + u->n < p->snap.n) {
+		const dp_blob_loc *l = locate(p, i + u->n);
+		if (!l)
+			return dp_error_code();
+		if (u->n && (raw + l->raw_length > u->cap ||
+		             (raw >= RUN_RAW && l->frame != u->locs[u->n - 1]->frame)))
 			break;
-		if (!(m = locate(p, i + k)))
-			break; /* reported when it is claimed on its own */
-		locs[k++] = m;
-		bytes += m->length;
+		int rc = dp_array_grow(&u->locs, &u->locs_cap, u->n, sizeof(*u->locs));
+		if (rc)
+			return rc;
+		u->locs[u->n++] = l;
+		raw += l->raw_length;
 	}
-	for (size_t j = 0; j < k; j++)
-		p->slots[(i + j) % p->nslots].state = SLOT_FETCHING;
-	p->next_assign = i + k;
-	*first = i;
-	*n = k;
+	u->len = raw;
+	u->state = RUN_FETCHING;
+	p->next_chunk = i + u->n;
+	p->next_assign++;
 	return 0;
 }
 
-static int fetch_run(dp_pull *p, dp_sealer *s, dp_buf *buf, size_t first, size_t n,
-                     const dp_blob_loc **locs)
+static int cmp_frame_place(const void *a, const void *b, void *arg)
+{
+	const dp_index *ix = arg;
+	const dp_frame *x = &ix->frames[*(const uint32_t *)a],
+	               *y = &ix->frames[*(const uint32_t *)b];
+	if (x->pack != y->pack)
+		return x->pack < y->pack ? -1 : 1;
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* Puts frame fr's chunks of run u in place; sealed: its sealed bytes, or
+ * NULL if it is the one already open in the fetcher's frame buffer. */
+static int place_frame(dp_pull *p, struct fetcher *t, struct run *u, uint32_t fr,
+                       const uint8_t *sealed, const char *key)
+{
+	const dp_frame *f = &p->ix.frames[fr];
+	/* Straight into the run buffer if its chunks there are the whole
+	 * frame, in order and back to back. */
+	size_t k = 0, at = 0;
+	bool direct = false;
+	while (k < u->n && u->locs[k]->frame != fr)
+		k++;
+	if (sealed && k < u->n && u->locs[k]->inner == 0) {
+		size_t j = k, want = 0;
+		at = t->pos[k];
+		while (j < u->n && u->locs[j]->frame == fr && u->locs[j]->inner == want)
+			want += u->locs[j++]->raw_length;
+		direct = want == f->raw_length;
+	}
+	if (sealed) {
+		uint8_t *dst = direct ? u->buf + at : t->frame;
+		if (!direct)
+			t->frame_in = DP_INDEX_EMPTY;
+		if (dp_frame_open(t->s, f->id, sealed, f->length, dst, f->raw_length) != 0)
+			return dp_error_set(DP_ECORRUPT,
+			                    "pack \"%s\": the frame at offset %u failed "
+			                    "authentication: the pack is corrupted",
+			                    key, f->offset);
+		if (direct) {
+			/* Other chunks of the run may use the frame too. */
+			for (size_t j = k; j < u->n; j++)
+				if (u->locs[j]->frame == fr &&
+				    (t->pos[j] < at || t->pos[j] >= at + f->raw_length))
+					memcpy(u->buf + t->pos[j], u->buf + at + u->locs[j]->inner,
+					       u->locs[j]->raw_length);
+			return 0;
+		}
+		t->frame_in = fr;
+	}
+	for (size_t j = k; j < u->n; j++)
+		if (u->locs[j]->frame == fr)
+			memcpy(u->buf + t->pos[j], t->frame + u->locs[j]->inner,
+			       u->locs[j]->raw_length);
+	return 0;
+}
+
+static int fetch_run(dp_pull *p, struct fetcher *t, struct run *u)
 {
 	char key[100];
-	uint64_t off = locs[0]->offset;
-	uint64_t len = (uint64_t)locs[n - 1]->offset + locs[n - 1]->length - off;
-	dp_pack_key(key, sizeof(key), p->ix.packs[locs[0]->pack]);
-	dp_buf_reset(buf);
-	int rc = p->r->b->get(p->r->b, key, off, len, buf);
-	if (rc == DP_ENOTFOUND)
-		return dp_error_set(DP_ECORRUPT, "pack \"%s\" is missing", key);
+	size_t nd = 0;
+	int rc = 0;
+	while (!rc && t->pos_cap < u->n)
+		rc = dp_array_grow(&t->pos, &t->pos_cap, t->pos_cap, sizeof(*t->pos));
+	for (size_t j = 0, at = 0; !rc && j < u->n; j++) {
+		t->pos[j] = at;
+		at += u->locs[j]->raw_length;
+	}
+	/* The distinct frames, by place in the repository. */
+	for (size_t j = 0; !rc && j < u->n; j++) {
+		uint32_t fr = u->locs[j]->frame;
+		if (j && fr == u->locs[j - 1]->frame)
+			continue;
+		bool seen = false;
+		for (size_t d = 0; d < nd && !seen; d++)
+			seen = t->distinct[d] == fr;
+		if (seen)
+			continue;
+		if (!(rc = dp_array_grow(&t->distinct, &t->distinct_cap, nd, sizeof(uint32_t))))
+			t->distinct[nd++] = fr;
+	}
 	if (rc)
 		return rc;
-	if (buf->len != len)
-		return dp_error_set(DP_ECORRUPT, "pack \"%s\" is truncated", key);
-	for (size_t j = 0; j < n; j++) {
-		const dp_blob_loc *l = locs[j];
-		struct slot *sl = &p->slots[(first + j) % p->nslots];
-		if (dp_blob_open(s, l->id, buf->data + (l->offset - off), l->length, sl->buf,
-		                 l->raw_length, false) != 0)
-			return dp_error_set(DP_ECORRUPT,
-			                    "pack \"%s\": the blob at offset %u failed "
-			                    "authentication: the pack is corrupted",
-			                    key, l->offset);
-		sl->len = l->raw_length;
+	qsort_r(t->distinct, nd, sizeof(uint32_t), cmp_frame_place, &p->ix);
+	for (size_t d = 0; d < nd;) {
+		const dp_frame *f0 = &p->ix.frames[t->distinct[d]];
+		dp_pack_key(key, sizeof(key), p->ix.packs[f0->pack]);
+		if (t->distinct[d] == t->frame_in) {
+			if ((rc = place_frame(p, t, u, t->distinct[d], NULL, key)))
+				return rc;
+			d++;
+			continue;
+		}
+		/* Frames right behind it in the same pack come with one read. */
+		size_t e = d + 1;
+		uint64_t end = (uint64_t)f0->offset + f0->length;
+		while (e < nd) {
+			const dp_frame *f = &p->ix.frames[t->distinct[e]];
+			if (f->pack != f0->pack || f->offset != end ||
+			    end + f->length - f0->offset > READ_MAX_BYTES ||
+			    t->distinct[e] == t->frame_in)
+				break;
+			end += f->length;
+			e++;
+		}
+		dp_buf_reset(&t->read);
+		rc = p->r->b->get(p->r->b, key, f0->offset, end - f0->offset, &t->read);
+		if (rc == DP_ENOTFOUND)
+			return dp_error_set(DP_ECORRUPT, "pack \"%s\" is missing", key);
+		if (rc)
+			return rc;
+		if (t->read.len != end - f0->offset)
+			return dp_error_set(DP_ECORRUPT, "pack \"%s\" is truncated", key);
+		for (; d < e; d++) {
+			const dp_frame *f = &p->ix.frames[t->distinct[d]];
+			if ((rc = place_frame(p, t, u, t->distinct[d],
+			                      t->read.data + (f->offset - f0->offset), key)))
+				return rc;
+		}
 	}
 	return 0;
+}
+
+static void fetcher_free(struct fetcher *t)
+{
+	dp_sealer_free(t->s);
+	dp_buf_free(&t->read);
+	free(t->frame);
+	free(t->distinct);
+	free(t->pos);
 }
 
 static void *fetch_main(void *arg)
 {
 	dp_pull *p = arg;
-	dp_sealer *s = NULL;
-	dp_buf buf = {0};
-	const dp_blob_loc *locs[RUN_MAX_BLOBS];
-	int rc = dp_sealer_new(&s, p->r);
+	struct fetcher t = {.frame_in = DP_INDEX_EMPTY};
+	int rc = dp_sealer_new(&t.s, p->r);
+	if (!rc && !(t.frame = malloc(dp_frame_max(p->r))))
+		rc = dp_error_set(DP_ERROR, "out of memory");
 	pthread_mutex_lock(&p->mu);
 	while (!rc) {
-		while (!p->stop && !p->failed && p->next_assign < p->snap.n &&
-		       p->slots[p->next_assign % p->nslots].state != SLOT_EMPTY)
+		struct run *u = &p->runs[p->next_assign % p->nruns];
+		while (!p->stop && !p->failed && p->next_chunk < p->snap.n &&
+		       u->state != RUN_EMPTY) {
 			pthread_cond_wait(&p->cv, &p->mu);
-		if (p->stop || p->failed || p->next_assign >= p->snap.n)
+			u = &p->runs[p->next_assign % p->nruns];
+		}
+		if (p->stop || p->failed || p->next_chunk >= p->snap.n)
 			break;
-		size_t first = 0, n = 0;
-		if ((rc = claim_run(p, &first, &n, locs)))
+		if ((rc = claim_run(p, u)))
 			break;
 		pthread_mutex_unlock(&p->mu);
-		rc = fetch_run(p, s, &buf, first, n, locs);
+		rc = fetch_run(p, &t, u);
 		pthread_mutex_lock(&p->mu);
 		if (rc)
 			break;
-		for (size_t j = 0; j < n; j++)
-			p->slots[(first + j) % p->nslots].state = SLOT_READY;
+		u->state = RUN_READY;
 		pthread_cond_broadcast(&p->cv);
 	}
 	if (rc && !p->failed) {
@@ -169,8 +294,7 @@ static void *fetch_main(void *arg)
 	}
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
-	dp_buf_free(&buf);
-	dp_sealer_free(s);
+	fetcher_free(&t);
 	return NULL;
 }
 
@@ -184,9 +308,11 @@ void dp_pull_close(dp_pull *p)
 	pthread_mutex_unlock(&p->mu);
 	for (int i = 0; i < p->started; i++)
 		pthread_join(p->threads[i], NULL);
-	for (size_t i = 0; p->slots && i < p->nslots; i++)
-		free(p->slots[i].buf);
-	free(p->slots);
+	for (size_t i = 0; p->runs && i < p->nruns; i++) {
+		free(p->runs[i].buf);
+		free(p->runs[i].locs);
+	}
+	free(p->runs);
 	free(p->threads);
 	dp_snapshot_free(&p->snap);
 	dp_index_free(&p->ix);
@@ -212,14 +338,16 @@ int dp_pull_open(dp_pull **out, dp_repo *r, const char *name_or_id)
 	p->nthreads = dp_repo_nthreads(r);
 	if ((r->b->features & DP_BACKEND_F_PARALLEL) && p->nthreads < 8)
 		p->nthreads = 8;
-	p->nslots = (size_t)p->nthreads * 2 * RUN_MAX_BLOBS;
-	p->slots = calloc(p->nslots, sizeof(*p->slots));
+	p->nruns = (size_t)p->nthreads + 2;
+	p->runs = calloc(p->nruns, sizeof(*p->runs));
 	p->threads = calloc((size_t)p->nthreads, sizeof(*p->threads));
-	if (!p->slots || !p->threads)
+	if (!p->runs || !p->threads)
 		goto oom;
-	for (size_t i = 0; i < p->nslots; i++)
-		if (!(p->slots[i].buf = malloc(r->chunk_max ? r->chunk_max : 1)))
+	for (size_t i = 0; i < p->nruns; i++) {
+		p->runs[i].cap = RUN_RAW + dp_frame_max(r);
+		if (!(p->runs[i].buf = malloc(p->runs[i].cap)))
 			goto oom;
+	}
 	for (int i = 0; i < p->nthreads; i++, p->started++)
 		if (pthread_create(&p->threads[i], NULL, fetch_main, p) != 0) {
 			rc = dp_error_set(DP_ERROR, "cannot start fetch threads");
@@ -247,23 +375,26 @@ int dp_pull_read(dp_pull *p, void *buf, size_t cap, size_t *got)
 	size_t n = 0;
 	int rc = 0;
 	pthread_mutex_lock(&p->mu);
-	while (n < cap && p->next_read < p->snap.n) {
-		struct slot *sl = &p->slots[p->next_read % p->nslots];
-		while (!p->failed && sl->state != SLOT_READY)
+	while (n < cap && (p->next_read < p->next_assign || p->next_chunk < p->snap.n)) {
+		struct run *u = &p->runs[p->next_read % p->nruns];
+		while (!p->failed && !(p->next_read < p->next_assign && u->state == RUN_READY))
 			pthread_cond_wait(&p->cv, &p->mu);
-		if (sl->state != SLOT_READY) {
+		if (p->failed) {
 			rc = p->rc;
 			dp_error_restore(rc, p->err);
 			break;
 		}
-		size_t k = sl->len - p->read_off;
+		size_t k = u->len - p->read_off;
 		if (k > cap - n)
 			k = cap - n;
-		memcpy(o + n, sl->buf + p->read_off, k);
+		/* The run is ours until it is marked empty. */
+		pthread_mutex_unlock(&p->mu);
+		memcpy(o + n, u->buf + p->read_off, k);
+		pthread_mutex_lock(&p->mu);
 		n += k;
 		p->read_off += k;
-		if (p->read_off == sl->len) {
-			sl->state = SLOT_EMPTY;
+		if (p->read_off == u->len) {
+			u->state = RUN_EMPTY;
 			p->read_off = 0;
 			p->next_read++;
 			pthread_cond_broadcast(&p->cv);

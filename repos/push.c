@@ -2,21 +2,24 @@
  * Push: a byte stream in, a snapshot out. The pipeline:
  *
  *   caller thread      chunk (gear hash) and copy the stream into job slots
- *   N worker threads   blob ids (HMAC), dedup check, zstd + AES-GCM seal
- *   committer thread   in stream order: record the ids, append new blobs to
+ *   N worker threads   chunk ids (HMAC), dedup check, then the batch's new
+ *                      chunks sealed together as one frame (zstd + AES-GCM)
+ *   committer thread   in stream order: record the ids, append the frame to
  *                      the open pack; a full pack goes to the upload queue
  *   M upload threads   hash the pack (its id) and put it on the backend
  *
- * A job is a batch of consecutive chunks, about JOB_BYTES of the stream:
+ * A job is a batch of consecutive chunks, about DP_FRAME_TARGET of the stream:
  * handing work between threads per batch instead of per chunk keeps the
  * threads computing rather than waking each other (per-chunk hand-offs cost
  * as much system time as the compression itself on this 2-core machine).
+ * The batch is also the frame: small chunks deduplicate finely, and their
+ * new bytes still compress as one ~1 MiB block.
  *
  * Memory is a fixed set of buffers whatever the stream size: K job slots
- * (raw batch and sealed batch), M+1 pack buffers of the pack size.
- * What grows with the stream is the list of blob ids (36 bytes per chunk)
- * and the index of new blobs (~100 bytes per new chunk), i.e. ~2 MB per GB
- * at the default 64 KiB chunks.
+ * (raw batch and sealed frame), M+1 pack buffers of the pack size, one
+ * gather buffer per worker. What grows with the stream is the list of chunk
+ * ids (36 bytes per chunk) and the index of new chunks (~110 bytes per new
+ * chunk), i.e. ~9 MB per GB at the default 16 KiB chunks.
  *
  * One mutex guards the shared state (slot states, sequence counters, pack
  * pool, upload queue, the pending/written indexes); each stage waits on its
@@ -36,21 +39,24 @@
 
 enum { JOB_FREE, JOB_FILLED, JOB_WORKING, JOB_DONE };
 
-#define JOB_BYTES (1u << 20)
-
 struct chunk {
 	uint32_t off, len; /* in job.raw */
-	uint32_t sealed_off, sealed_len; /* in job.sealed, if new */
 	uint8_t id[DP_HASH_LEN];
 	bool is_new;
 };
 
 struct job {
 	uint8_t *raw;
-	size_t len, cap; /* cap: JOB_BYTES + one maximum chunk */
+	size_t len, cap; /* cap: dp_frame_max */
 	size_t chunk_start; /* where the chunk being filled begins */
 	struct chunk *chunks;
 	size_t n, max;
+	/* The frame of the new chunks (frame.length == 0: none is new). */
+	dp_frame frame;
+	dp_blob_loc *locs; /* its members */
+	uint32_t *raws; /* their raw lengths */
+	uint8_t *member_ids;
+	size_t nnew;
 	uint8_t *sealed;
 	size_t sealed_cap;
 	int state;
@@ -123,13 +129,56 @@ static void fail(dp_push *p, int rc)
 
 /* ---- workers: id, dedup, seal ---- */
 
+/* Seals the job's new chunks as one frame into j->sealed. When every chunk
+ * is new (a first backup) the frame is j->raw itself; otherwise the new
+ * chunks are gathered first. */
+static int seal_frame(dp_sealer *s, struct job *j, uint8_t *gather)
+{
+	const uint8_t *raw = j->raw;
+	size_t len = 0;
+	j->nnew = 0;
+	memset(&j->frame, 0, sizeof(j->frame));
+	for (size_t i = 0; i < j->n; i++) {
+		const struct chunk *c = &j->chunks[i];
+		if (!c->is_new)
+			continue;
+		dp_blob_loc *l = &j->locs[j->nnew];
+		memcpy(l->id, c->id, DP_HASH_LEN);
+		memcpy(j->member_ids + j->nnew * DP_HASH_LEN, c->id, DP_HASH_LEN);
+		l->inner = (uint32_t)len;
+		l->raw_length = c->len;
+		j->raws[j->nnew++] = c->len;
+		len += c->len;
+	}
+	if (!j->nnew)
+		return 0;
+	if (j->nnew < j->n) {
+		for (size_t i = 0, k = 0; i < j->n; i++)
+			if (j->chunks[i].is_new) {
+				memcpy(gather + j->locs[k].inner, j->raw + j->chunks[i].off,
+				       j->chunks[i].len);
+				k++;
+			}
+		raw = gather;
+	}
+	size_t sealed_len = 0;
+	int rc = dp_frame_id(j->frame.id, j->member_ids, j->nnew);
+	if (!rc)
+		rc = dp_frame_seal(s, j->frame.id, raw, len, j->sealed, &sealed_len);
+	j->frame.length = (uint32_t)sealed_len;
+	j->frame.raw_length = (uint32_t)len;
+	return rc;
+}
+
 static void *worker_main(void *arg)
 {
 	dp_push *p = arg;
 	dp_sealer *s = NULL;
-	int rc = dp_sealer_new(&s, p->r);
+	uint8_t *gather = malloc(dp_frame_max(p->r));
+	int rc = gather ? dp_sealer_new(&s, p->r) : dp_error_set(DP_ERROR, "out of memory");
 	if (rc) {
 		fail(p, rc);
+		free(gather);
 		return NULL;
 	}
 	pthread_mutex_lock(&p->mu);
@@ -152,27 +201,13 @@ static void *worker_main(void *arg)
 			c->is_new = false;
 			if (dp_index_find(&p->known, c->id))
 				continue;
-			dp_blob_loc l = {.pack = 0};
+			dp_blob_loc l = {.frame = 0};
 			memcpy(l.id, c->id, DP_HASH_LEN);
 			rc = dp_index_add(&p->pending, &l, &c->is_new);
 		}
 		pthread_mutex_unlock(&p->mu);
-		size_t off = 0;
-		for (size_t i = 0; !rc && i < j->n; i++) {
-			struct chunk *c = &j->chunks[i];
-			if (!c->is_new)
-				continue;
-			size_t len = 0;
-			if (off + dp_blob_sealed_bound(c->len) > j->sealed_cap) {
-				rc = dp_error_set(DP_ERROR, "push: sealed batch overflow");
-				break;
-			}
-			rc = dp_blob_seal(s, c->id, j->raw + c->off, c->len, j->sealed + off, &len);
-			c->sealed_off = (uint32_t)off;
-			c->sealed_len = (uint32_t)len;
-			off += len;
-		}
-
+		if (!rc)
+			rc = seal_frame(s, j, gather);
 		pthread_mutex_lock(&p->mu);
 		if (rc) {
 			fail_locked(p, rc);
@@ -183,6 +218,7 @@ static void *worker_main(void *arg)
 	}
 	pthread_mutex_unlock(&p->mu);
 	dp_sealer_free(s);
+	free(gather);
 	return NULL;
 }
 
@@ -245,13 +281,13 @@ static void *committer_main(void *arg)
 				goto out;
 			p->size += c->len;
 			p->blobs++;
-			if (!c->is_new)
-				continue;
-			p->blobs_new++;
+		}
+		if (j->nnew) {
+			p->blobs_new += j->nnew;
 			if (!k && !(k = pack_get(p)))
 				goto out;
-			if ((rc = dp_packer_add(&k->k, c->id, j->sealed + c->sealed_off,
-			                        c->sealed_len, c->len)))
+			if ((rc = dp_packer_add(&k->k, &j->frame, j->sealed, j->locs, j->nnew,
+			                        j->raws, j->nnew)))
 				goto out;
 			if (k->k.data.len >= p->r->pack_size) {
 				if ((rc = pack_finish(p, a, k)))
@@ -271,7 +307,7 @@ static void *committer_main(void *arg)
 	pthread_mutex_lock(&p->mu);
 	bool failed = p->failed;
 	pthread_mutex_unlock(&p->mu);
-	if (k && k->k.nlocs && !failed) {
+	if (k && k->k.nframes && !failed) {
 		rc = pack_finish(p, a, k);
 		k = NULL;
 	}
@@ -318,13 +354,8 @@ static void *uploader_main(void *arg)
 			rc = p->r->b->put(p->r->b, key, k->k.data.data, k->k.data.len);
 
 		pthread_mutex_lock(&p->mu);
-		uint32_t pk;
 		if (!rc)
-			rc = dp_index_add_pack(&p->written, id, &pk);
-		for (size_t i = 0; !rc && i < k->k.nlocs; i++) {
-			k->k.locs[i].pack = pk;
-			rc = dp_index_add(&p->written, &k->k.locs[i], NULL);
-		}
+			rc = dp_packer_index(&k->k, id, &p->written);
 		if (rc) {
 			fail_locked(p, rc);
 		} else {
@@ -348,6 +379,9 @@ static void push_free(dp_push *p)
 		free(p->jobs[i].raw);
 		free(p->jobs[i].chunks);
 		free(p->jobs[i].sealed);
+		free(p->jobs[i].locs);
+		free(p->jobs[i].raws);
+		free(p->jobs[i].member_ids);
 	}
 	free(p->jobs);
 	for (size_t i = 0; p->packs && i < p->npacks; i++)
@@ -426,7 +460,7 @@ int dp_push_begin(dp_push **out, dp_repo *r, const char *name, const char *kind)
 	p->nuploaders = (r->b->features & DP_BACKEND_F_PARALLEL) ? 4 : 2;
 	p->njobs = (size_t)p->nworkers * 2 + 2;
 	p->npacks = (size_t)p->nuploaders + 1;
-	size_t sealed_cap = dp_blob_sealed_bound(r->chunk_max);
+	size_t sealed_cap = dp_frame_sealed_bound(dp_frame_max(r));
 	p->jobs = calloc(p->njobs, sizeof(*p->jobs));
 	p->packs = calloc(p->npacks, sizeof(*p->packs));
 	p->workers = calloc((size_t)(p->nworkers + p->nuploaders), sizeof(*p->workers));
@@ -434,15 +468,16 @@ int dp_push_begin(dp_push **out, dp_repo *r, const char *name, const char *kind)
 		goto oom;
 	for (size_t i = 0; i < p->njobs; i++) {
 		struct job *j = &p->jobs[i];
-		j->cap = JOB_BYTES + r->chunk_max;
+		j->cap = dp_frame_max(r); /* DP_FRAME_TARGET + one maximum chunk */
 		j->max = j->cap / r->chunk_min + 2;
-		/* Each sealed chunk: flag byte, zstd's bound (len + len/256 + up
-		 * to 64), the GCM nonce and tag. */
-		j->sealed_cap = j->cap + j->cap / 256 + j->max * (64 + 1 + DP_SEAL_OVERHEAD);
+		j->sealed_cap = sealed_cap;
 		j->raw = malloc(j->cap);
 		j->chunks = malloc(j->max * sizeof(*j->chunks));
 		j->sealed = malloc(j->sealed_cap);
-		if (!j->raw || !j->chunks || !j->sealed)
+		j->locs = malloc(j->max * sizeof(*j->locs));
+		j->raws = malloc(j->max * sizeof(*j->raws));
+		j->member_ids = malloc(j->max * DP_HASH_LEN);
+		if (!j->raw || !j->chunks || !j->sealed || !j->locs || !j->raws || !j->member_ids)
 			goto oom;
 	}
 	for (size_t i = 0; i < p->npacks; i++) {

@@ -3,9 +3,9 @@
  *
  * Every pack carries its own sealed header (format.h), so an index is
  * redundant: if index objects are lost or damaged, the repository can be
- * made whole again by reading each pack's trailer and header (two ranged
- * gets per pack, no blob data) and writing one new index naming every
- * blob of every pack whose header authenticates. Old index objects are
+ * made whole again by reading each pack, opening its frames, hashing their
+ * chunks (the header lists their lengths, not their ids) and writing one new
+ * index naming every chunk of every frame that authenticates. Old index objects are
  * removed only after the new one is written. Packs whose header does not
  * authenticate are reported and left alone (check --read-data and prune
  * deal with them). Runs under the exclusive lock.
@@ -19,42 +19,49 @@
 #include "dp/error.h"
 #include "format.h"
 
-/* Reads the header of one pack into ix. Returns 0, or DP_ECORRUPT with the
- * message set for a pack that cannot be used. */
-static int index_pack(dp_repo *r, const char *key, uint64_t size, dp_index *ix)
+/* Reads one pack and adds its frames and chunks to ix. Returns 0, or
+ * DP_ECORRUPT with the message set for a pack that cannot be used. */
+static int index_pack(dp_repo *r, dp_sealer *s, const char *key, dp_buf *buf, uint8_t *raw,
+                      dp_index *ix)
 {
 	uint8_t id[DP_HASH_LEN];
-	dp_buf tail = {0};
-	dp_blob_loc *locs = NULL;
-	size_t n = 0;
+	dp_pack_header h = {0};
 	uint32_t pk;
 	const char *slash = strrchr(key, '/');
-	int rc;
+	int rc, bad = 0;
 	if (!slash || dp_unhex(id, sizeof(id), slash + 1) != 0)
 		return dp_error_set(DP_ECORRUPT, "\"%s\" is not named like a pack", key);
-	if (size < 4 + DP_SEAL_OVERHEAD)
-		return dp_error_set(DP_ECORRUPT, "pack \"%s\" is truncated", key);
-	if ((rc = r->b->get(r->b, key, size - 4, 4, &tail)))
+	dp_buf_reset(buf);
+	if ((rc = dp_backend_get_all(r->b, key, buf)) ||
+	    (rc = dp_pack_read_header(r, NULL, key, buf->data, buf->len, buf->len, &h)) ||
+	    (rc = dp_index_add_pack(ix, id, &pk)))
 		goto out;
-	uint32_t hlen = dp_get_u32(tail.data);
-	if ((uint64_t)hlen + 4 > size) {
-		rc = dp_error_set(DP_ECORRUPT, "pack \"%s\" has a malformed header length", key);
-		goto out;
+	for (size_t i = 0; i < h.nframes; i++) {
+		dp_frame f = h.frames[i];
+		dp_blob_loc l = {.inner = 0};
+		if (dp_frame_open(s, f.id, buf->data + f.offset, f.length, raw, f.raw_length) !=
+		    0) {
+			/* Keep what the other frames hold; report the pack. */
+			bad = dp_error_set(DP_ECORRUPT,
+			                   "pack \"%s\": the frame at offset %u failed "
+			                   "authentication; the chunks of the others were indexed",
+			                   key, f.offset);
+			continue;
+		}
+		f.pack = pk;
+		if ((rc = dp_index_add_frame(ix, &f, &l.frame)))
+			goto out;
+		for (uint32_t m = h.first[i]; m < h.first[i + 1]; m++) {
+			l.raw_length = h.raw[m];
+			if ((rc = dp_blob_id(s, l.id, raw + l.inner, l.raw_length)) ||
+			    (rc = dp_index_add(ix, &l, NULL)))
+				goto out;
+			l.inner += l.raw_length;
+		}
 	}
-	dp_buf_reset(&tail);
-	if ((rc = r->b->get(r->b, key, size - 4 - hlen, hlen + 4, &tail)))
-		goto out;
-	if ((rc = dp_pack_read_header(r, NULL, key, tail.data, tail.len, size, &locs, &n)))
-		goto out;
-	if ((rc = dp_index_add_pack(ix, id, &pk)))
-		goto out;
-	for (size_t i = 0; i < n && !rc; i++) {
-		locs[i].pack = pk;
-		rc = dp_index_add(ix, &locs[i], NULL);
-	}
+	rc = bad;
 out:
-	free(locs);
-	dp_buf_free(&tail);
+	dp_pack_header_free(&h);
 	return rc;
 }
 
@@ -64,6 +71,9 @@ int dp_repo_rebuild_index(dp_repo *r, dp_rebuild_report *rep, dp_problem_fn prob
 	dp_keylist packs = {0}, old = {0};
 	dp_index ix = {0};
 	dp_lock *lock = NULL;
+	dp_sealer *s = NULL;
+	dp_buf buf = {0};
+	uint8_t *raw = NULL;
 	if (!rep)
 		rep = &local;
 	memset(rep, 0, sizeof(*rep));
@@ -71,10 +81,14 @@ int dp_repo_rebuild_index(dp_repo *r, dp_rebuild_report *rep, dp_problem_fn prob
 	if (rc)
 		return rc;
 	if ((rc = r->b->list(r->b, "data/", dp_keylist_add, &packs)) ||
-	    (rc = r->b->list(r->b, "index/", dp_keylist_add, &old)))
+	    (rc = r->b->list(r->b, "index/", dp_keylist_add, &old)) || (rc = dp_sealer_new(&s, r)))
 		goto out;
+	if (!(raw = malloc(dp_frame_max(r)))) {
+		rc = dp_error_set(DP_ERROR, "out of memory");
+		goto out;
+	}
 	for (size_t i = 0; i < packs.n; i++) {
-		rc = index_pack(r, packs.v[i], packs.size[i], &ix);
+		rc = index_pack(r, s, packs.v[i], &buf, raw, &ix);
 		if (rc == DP_ECORRUPT || rc == DP_ENOTFOUND) {
 			rep->packs_skipped++;
 			if (problem_fn)
@@ -99,6 +113,9 @@ out:
 	dp_keylist_free(&packs);
 	dp_keylist_free(&old);
 	dp_index_free(&ix);
+	dp_sealer_free(s);
+	dp_buf_free(&buf);
+	free(raw);
 	dp_lock_release(lock);
 	return rc;
 }
