@@ -1,5 +1,5 @@
 /*
- * Chunk ids (HMAC-SHA256(MAC key, plaintext)) and frame sealing:
+ * Chunk ids (keyed BLAKE3(MAC key, plaintext)) and frame sealing:
  * AES-256-GCM(flag | payload, ad = frame id), payload zstd-compressed when
  * that makes it smaller (format.h). A dp_sealer holds one thread's contexts and
  * scratch space; never share one between threads.
@@ -12,7 +12,7 @@
 #include "format.h"
 
 struct dp_sealer {
-	dp_mac *mac;
+	uint8_t mac_key[DP_KEY_LEN];
 	dp_aead *aead;
 	ZSTD_CCtx *cctx;
 	ZSTD_DCtx *dctx;
@@ -45,8 +45,8 @@ int dp_sealer_new(dp_sealer **out, const dp_repo *r)
 	/* No checksum (GCM authenticates), no content size needed (the
 	 * index has the raw length). */
 	ZSTD_CCtx_setParameter(s->cctx, ZSTD_c_checksumFlag, 0);
-	if ((rc = dp_mac_new(&s->mac, dp_repo_mac_key(r))) ||
-	    (rc = dp_aead_new(&s->aead, dp_repo_enc_key(r))))
+	memcpy(s->mac_key, dp_repo_mac_key(r), DP_KEY_LEN);
+	if ((rc = dp_aead_new(&s->aead, dp_repo_enc_key(r))))
 		goto fail;
 	*out = s;
 	return 0;
@@ -59,7 +59,7 @@ void dp_sealer_free(dp_sealer *s)
 {
 	if (!s)
 		return;
-	dp_mac_free(s->mac);
+	dp_wipe(s->mac_key, sizeof(s->mac_key));
 	dp_aead_free(s->aead);
 	ZSTD_freeCCtx(s->cctx);
 	ZSTD_freeDCtx(s->dctx);
@@ -71,7 +71,7 @@ void dp_sealer_free(dp_sealer *s)
 
 int dp_blob_id(dp_sealer *s, uint8_t id[DP_HASH_LEN], const void *raw, size_t len)
 {
-	return dp_mac_compute(s->mac, id, raw, len);
+	return dp_blake3_keyed(id, s->mac_key, raw, len);
 }
 
 int dp_frame_id(uint8_t id[DP_HASH_LEN], const uint8_t *member_ids, size_t n)

@@ -8,7 +8,7 @@
  *                        {"version":1, "id":"<64 hex>",
  *                         "chunker":{"min":N,"avg":N,"max":N},
  *                         "packSize":N, "compression":{"algorithm":"zstd","level":N},
- *                         "encryption":"aes-256-gcm", "blobId":"hmac-sha256"}
+ *                         "encryption":"aes-256-gcm", "blobId":"blake3-keyed"}
  *   keys/<id>          plaintext JSON wrapping the master keys:
  *                        {"kdf":"scrypt","N":..,"r":..,"p":..,"salt":"<b64>",
  *                         "data":"<b64 sealed(wrap key, master, ad "dp-object:key")>",
@@ -27,8 +27,8 @@
  * so one kind of object cannot be passed off as another. Index, snapshot and
  * pack ids are the SHA-256 of the stored bytes, checked on every read.
  *
- * Chunk: a piece of a stream cut by the chunker; id = HMAC-SHA256(MAC key,
- *   plaintext). Snapshots and indexes name chunks by id. (The code calls a
+ * Chunk: a piece of a stream cut by the chunker; id = BLAKE3 in keyed mode
+ *   (MAC key, plaintext), 32 bytes. Snapshots and indexes name chunks by id. (The code calls a
  *   chunk a "blob".)
  *
  * Frame: the unit of compression and encryption, several chunks that one push

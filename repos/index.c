@@ -3,7 +3,7 @@
  * offset, length) and index objects.
  *
  * An open-addressing hash table keyed by the chunk id's first 8 bytes (ids
- * are HMAC outputs, so uniformly distributed), plus an array of frames. Not
+ * are keyed hashes, so uniformly distributed), plus an array of frames. Not
  * thread safe: the push pipeline only reads it after loading, under its own
  * lock. About 60 bytes per chunk (44 and the table's slack) and 48 per frame;
  * a repository of 10 TB at 16 KiB chunks needs ~40 GB of index, which is the

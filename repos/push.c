@@ -2,7 +2,7 @@
  * Push: a byte stream in, a snapshot out. The pipeline:
  *
  *   caller thread      chunk (gear hash) and copy the stream into job slots
- *   N worker threads   chunk ids (HMAC), dedup check, then the batch's new
+ *   N worker threads   chunk ids (keyed BLAKE3), dedup check, then the batch's new
  *                      chunks sealed together as one frame (zstd + AES-GCM)
  *   committer thread   in stream order: record the ids, append the frame to
  *                      the open pack; a full pack goes to the upload queue

@@ -151,8 +151,8 @@ static int config_encode(const dp_repo *r, dp_buf *out)
 	return dp_buf_appendf(out,
 	                      "{\"version\":%d,\"id\":\"%s\",\"chunker\":{\"min\":%u,\"avg\":%u,"
 	                      "\"max\":%u},\"packSize\":%u,\"compression\":{\"algorithm\":\"zstd\","
-	                      "\"level\":%d},\"encryption\":\"aes-256-gcm\",\"blobId\":\"hmac-"
-	                      "sha256\"}\n",
+	                      "\"level\":%d},\"encryption\":\"aes-256-gcm\",\"blobId\":\"blake3-"
+	                      "keyed\"}\n",
 	                      DP_FORMAT_VERSION, r->id, r->chunk_min, r->chunk_avg, r->chunk_max,
 	                      r->pack_size, r->zstd_level);
 }

@@ -11,10 +11,11 @@ BUILD_PKGS=(
   libarchive-dev libzstd-dev libssl-dev libcurl4-openssl-dev
   libsqlite3-dev libcjson-dev libyaml-dev libmicrohttpd-dev check
 )
-# Tests and demo: real servers and the peers we check interoperability with.
+# Tests and demo: real servers and the peers we check interoperability with
+# (b3sum: the reference BLAKE3 the chunk-id hash is checked against).
 TEST_PKGS=(
   postgresql-15 postgresql-client-15 mariadb-server mariadb-backup redis-server
-  awscli zstd util-linux procps psmisc jq
+  awscli zstd util-linux procps psmisc jq b3sum
 )
 # Node.js runs s3rver and the browser tests. A machine may already carry a
 # Node.js outside Debian's packages; Debian's npm conflicts with it, so take

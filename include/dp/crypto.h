@@ -32,6 +32,13 @@ int dp_mac_new(dp_mac **out, const uint8_t key[DP_KEY_LEN]);
 int dp_mac_compute(dp_mac *m, uint8_t out[DP_HASH_LEN], const void *data, size_t len);
 void dp_mac_free(dp_mac *m);
 
+/* BLAKE3 keyed hash of data (common/blake3.c): AVX-512 when the CPU has it.
+ * The _portable variant never uses SIMD (for tests). Always returns 0. */
+int dp_blake3_keyed(uint8_t out[DP_HASH_LEN], const uint8_t key[DP_KEY_LEN], const void *data,
+                    size_t len);
+int dp_blake3_keyed_portable(uint8_t out[DP_HASH_LEN], const uint8_t key[DP_KEY_LEN],
+                             const void *data, size_t len);
+
 /* AES-256-GCM. */
 typedef struct dp_aead dp_aead;
 int dp_aead_new(dp_aead **out, const uint8_t key[DP_KEY_LEN]);
