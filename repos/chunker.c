@@ -53,12 +53,49 @@ void dp_chunker_init(dp_chunker *c, const uint64_t *gear, uint32_t min, uint32_t
 	c->mask_l = top_mask(bits > 2 ? bits - 2 : 1);
 }
 
+/* Scans p[i..lim) with the given mask. The fingerprint after byte k is
+ * fp_k = 2 fp_{k-1} + gear[p[k]]; two bytes are taken per step, the second
+ * fingerprint computed from fp_{k-1} directly (4 fp_{k-1} + 2 gear + gear),
+ * so the dependency chain is one shift and one add per two bytes. Returns
+ * the index just past a cut point, or lim with none. */
+static inline size_t scan(const uint64_t *gear, const uint8_t *p, size_t i, size_t lim,
+                          uint64_t mask, uint64_t *fpp, bool *found)
+{
+	uint64_t fp = *fpp;
+	for (; i + 2 <= lim; i += 2) {
+		uint64_t g0 = gear[p[i]], g1 = gear[p[i + 1]];
+		uint64_t f1 = (fp << 1) + g0;
+		uint64_t f2 = (fp << 2) + (g0 << 1) + g1;
+		if (!(f1 & mask)) {
+			*fpp = f1;
+			*found = true;
+			return i + 1;
+		}
+		fp = f2;
+		if (!(f2 & mask)) {
+			*fpp = f2;
+			*found = true;
+			return i + 2;
+		}
+	}
+	if (i < lim) {
+		fp = (fp << 1) + gear[p[i++]];
+		if (!(fp & mask)) {
+			*fpp = fp;
+			*found = true;
+			return i;
+		}
+	}
+	*fpp = fp;
+	return i;
+}
+
 size_t dp_chunker_next(dp_chunker *c, const uint8_t *p, size_t n, bool *cut)
 {
-	const uint64_t *gear = c->gear;
 	uint64_t fp = c->fp;
 	size_t base = c->len; /* bytes of this chunk before p[0] */
 	size_t i = 0, lim;
+	bool found = false;
 	*cut = false;
 
 	/* Cut-point skipping: nothing before the minimum size is hashed. */
@@ -68,25 +105,17 @@ size_t dp_chunker_next(dp_chunker *c, const uint8_t *p, size_t n, bool *cut)
 	lim = base < c->avg ? c->avg - base : 0;
 	if (lim > n)
 		lim = n;
-	for (; i < lim; i++) {
-		fp = (fp << 1) + gear[p[i]];
-		if (!(fp & c->mask_s)) {
-			i++;
-			goto cut;
-		}
-	}
+	if (i < lim)
+		i = scan(c->gear, p, i, lim, c->mask_s, &fp, &found);
 	/* After it: the easier one, up to the maximum. */
-	lim = base < c->max ? c->max - base : 0;
-	if (lim > n)
-		lim = n;
-	for (; i < lim; i++) {
-		fp = (fp << 1) + gear[p[i]];
-		if (!(fp & c->mask_l)) {
-			i++;
-			goto cut;
-		}
+	if (!found) {
+		lim = base < c->max ? c->max - base : 0;
+		if (lim > n)
+			lim = n;
+		if (i < lim)
+			i = scan(c->gear, p, i, lim, c->mask_l, &fp, &found);
 	}
-	if (base + i >= c->max)
+	if (found || base + i >= c->max)
 		goto cut;
 	c->fp = fp;
 	c->len = (uint32_t)(base + i);
