@@ -150,7 +150,8 @@ struct dp_repo {
 	dp_backend *b;
 	char id[DP_ID_HEX];
 	uint8_t master[DP_MASTER_LEN];
-	uint32_t chunk_min, chunk_avg, chunk_max, pack_size;
+	uint32_t chunk_min, chunk_avg, chunk_max, pack_size; /* config */
+	uint32_t cut_min, cut_avg, cut_max; /* this handle's pushes: config's or smaller */
 	int zstd_level;
 	int threads;
 	int lock_wait;

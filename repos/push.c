@@ -449,7 +449,7 @@ int dp_push_begin(dp_push **out, dp_repo *r, const char *name, const char *kind)
 	clock_gettime(CLOCK_REALTIME, &now);
 	p->info.time = (int64_t)now.tv_sec;
 	p->info.nsec = (int32_t)now.tv_nsec;
-	dp_chunker_init(&p->chunker, r->gear, r->chunk_min, r->chunk_avg, r->chunk_max);
+	dp_chunker_init(&p->chunker, r->gear, r->cut_min, r->cut_avg, r->cut_max);
 
 	if ((rc = dp_lock_acquire(&p->lock, r, false, "push")))
 		goto fail;
@@ -469,7 +469,7 @@ int dp_push_begin(dp_push **out, dp_repo *r, const char *name, const char *kind)
 	for (size_t i = 0; i < p->njobs; i++) {
 		struct job *j = &p->jobs[i];
 		j->cap = dp_frame_max(r); /* DP_FRAME_TARGET + one maximum chunk */
-		j->max = j->cap / r->chunk_min + 2;
+		j->max = j->cap / r->cut_min + 2;
 		j->sealed_cap = sealed_cap;
 		j->raw = malloc(j->cap);
 		j->chunks = malloc(j->max * sizeof(*j->chunks));
@@ -593,7 +593,7 @@ int dp_push_write(dp_push *p, const void *data, size_t len)
 		j->chunk_start = j->len;
 		/* A chunk may not straddle jobs: a new chunk starts only where
 		 * a whole maximum chunk still fits. */
-		if (j->cap - j->len < p->r->chunk_max || j->n + 1 >= j->max)
+		if (j->cap - j->len < p->r->cut_max || j->n + 1 >= j->max)
 			submit(p);
 	}
 	return push_error(p);

@@ -197,13 +197,23 @@ static int config_decode(dp_repo *r, const char *text)
 	const cJSON *comp = cJSON_GetObjectItemCaseSensitive(c, "compression");
 	if (!c || !cJSON_IsNumber(ver) || !cJSON_IsString(id) || strlen(id->valuestring) != 64)
 		goto bad;
-	if (ver->valueint != DP_FORMAT_VERSION) {
+	if (ver->valueint > DP_FORMAT_VERSION) {
 		rc = dp_error_set(DP_ERROR,
 		                  "repository format version %d is not supported by this dp "
 		                  "(it reads version %d): use a newer dp",
 		                  ver->valueint, DP_FORMAT_VERSION);
 		goto out;
 	}
+	if (ver->valueint < DP_FORMAT_VERSION) {
+		rc = dp_error_set(DP_ERROR,
+		                  "repository format version %d was written by an older dp; this "
+		                  "one reads version %d only: read it with the dp that wrote it",
+		                  ver->valueint, DP_FORMAT_VERSION);
+		goto out;
+	}
+	const cJSON *bid = cJSON_GetObjectItemCaseSensitive(c, "blobId");
+	if (!cJSON_IsString(bid) || strcmp(bid->valuestring, "blake3-keyed") != 0)
+		goto bad;
 	const cJSON *level = cJSON_GetObjectItemCaseSensitive(comp, "level");
 	if (json_uint(ch, "min", &r->chunk_min) || json_uint(ch, "avg", &r->chunk_avg) ||
 	    json_uint(ch, "max", &r->chunk_max) || json_uint(c, "packSize", &r->pack_size) ||
@@ -214,6 +224,9 @@ static int config_decode(dp_repo *r, const char *text)
 	 * so a tampered one cannot make us allocate without limit. */
 	if (check_params(r) != 0)
 		goto bad;
+	r->cut_min = r->chunk_min;
+	r->cut_avg = r->chunk_avg;
+	r->cut_max = r->chunk_max;
 	memcpy(r->id, id->valuestring, DP_ID_HEX);
 	rc = 0;
 	goto out;
@@ -501,6 +514,29 @@ void dp_repo_set_threads(dp_repo *r, int n)
 void dp_repo_set_zstd_level(dp_repo *r, int level)
 {
 	r->zstd_level = level;
+}
+
+int dp_repo_set_chunk_avg(dp_repo *r, uint32_t avg)
+{
+	if (avg == 0) {
+		r->cut_min = r->chunk_min;
+		r->cut_avg = r->chunk_avg;
+		r->cut_max = r->chunk_max;
+		return 0;
+	}
+	if (avg < 1024 || (avg & (avg - 1)) != 0)
+		return dp_error_set(DP_EUSAGE,
+		                    "chunk average %u is not a power of two of at least 1K", avg);
+	if ((uint64_t)avg * 4 > r->chunk_max)
+		return dp_error_set(DP_EUSAGE,
+		                    "chunk average %u needs chunks up to %u bytes, but this "
+		                    "repository was made with a chunk maximum of %u (dp repo init "
+		                    "--chunk-max): use an average of at most %u",
+		                    avg, avg * 4, r->chunk_max, r->chunk_max / 4);
+	r->cut_min = avg / 4;
+	r->cut_avg = avg;
+	r->cut_max = avg * 4;
+	return 0;
 }
 
 void dp_repo_set_lock_wait(dp_repo *r, int seconds)

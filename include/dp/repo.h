@@ -53,6 +53,12 @@ const char *dp_repo_id(const dp_repo *r);
 dp_backend *dp_repo_backend(dp_repo *r); /* borrowed */
 void dp_repo_set_threads(dp_repo *r, int n); /* compress+encrypt workers; 0 = cores */
 void dp_repo_set_zstd_level(dp_repo *r, int level); /* overrides config for new blobs */
+/* Cuts this handle's pushes at an average of avg bytes (min avg/4, max
+ * avg*4) instead of the config's; 0 restores the config's. avg must be a
+ * power of two >= 1K whose max fits the config's chunk maximum (readers
+ * bound chunks by it); DP_EUSAGE otherwise. The same data pushed with
+ * different averages is cut differently and does not deduplicate. */
+int dp_repo_set_chunk_avg(dp_repo *r, uint32_t avg);
 void dp_repo_set_lock_wait(dp_repo *r, int seconds); /* wait for a conflicting lock */
 
 /* Live counters of the operation in progress, for a progress line. The

@@ -437,6 +437,32 @@ START_TEST(frames_shared_then_pruned_and_rebuilt)
 }
 END_TEST
 
+/* A push may cut smaller chunks than the config's (within its maximum). */
+START_TEST(chunk_average_per_push)
+{
+	dp_repo *r = make_repo(16384, 1024 * 1024);
+	size_t n = 3 * 1024 * 1024;
+	uint8_t *a = make_data(n, 51);
+	ck_assert_int_eq(dp_repo_set_chunk_avg(r, 3000), DP_EUSAGE);
+	ck_assert_int_eq(dp_repo_set_chunk_avg(r, 32768), DP_EUSAGE); /* max 128K > 64K */
+	ck_assert_ptr_nonnull(strstr(dp_error_last(), "at most 16384"));
+	dp_push_result r16, r4;
+	ck_assert(push_buf(r, "x16", a, n, 65536, &r16) == 0);
+	ck_assert_int_eq(dp_repo_set_chunk_avg(r, 4096), 0);
+	ck_assert(push_buf(r, "x4", a, n, 65536, &r4) == 0);
+	ck_assert_uint_gt(r4.blobs, r16.blobs * 2);
+	uint8_t *back;
+	size_t bn;
+	ck_assert(pull_buf(r, "x4", &back, &bn) == 0);
+	ck_assert(bn == n && memcmp(back, a, n) == 0);
+	free(back);
+	ck_assert_int_eq(dp_repo_set_chunk_avg(r, 0), 0);
+	ck_assert_int_eq(dp_repo_check(r, true, NULL, NULL, NULL), 0);
+	free(a);
+	dp_repo_free(r);
+}
+END_TEST
+
 START_TEST(rebuild_index_recovers_lost_indexes)
 {
 	dp_repo *r = make_repo(16384, 256 * 1024);
@@ -612,6 +638,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, newest_within_one_second);
 	tcase_add_test(tc, rebuild_index_recovers_lost_indexes);
 	tcase_add_test(tc, frames_shared_then_pruned_and_rebuilt);
+	tcase_add_test(tc, chunk_average_per_push);
 	tcase_add_test(tc, lost_lock_commits_nothing);
 	tcase_add_test(tc, damaged_snapshot_blocks_nothing_else);
 	tcase_add_test(tc, unfinished_init_is_refused);
