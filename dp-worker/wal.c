@@ -602,6 +602,8 @@ static int wal_compress(dp_buf *obj, const uint8_t *raw, size_t len, int level, 
 	z_job jobs[Z_PARTS_MAX];
 	pthread_t th[Z_PARTS_MAX];
 	bool started[Z_PARTS_MAX] = {false};
+	if (len == 0)
+		return 0; /* codec 0, no payload */
 	if (parts > Z_PARTS_MAX)
 		parts = Z_PARTS_MAX;
 	while (parts > 1 && len / (size_t)parts < Z_PART_MIN)
@@ -639,7 +641,7 @@ static int wal_compress(dp_buf *obj, const uint8_t *raw, size_t len, int level, 
 			return dp_error_set(DP_ERROR, "zstd: %s", ZSTD_getErrorName(jobs[i].got));
 		zn += jobs[i].got;
 	}
-	if (len > 0 && zn < len) {
+	if (zn < len) {
 		/* Close the gaps between the frames (each had its bound's room). */
 		uint8_t *w = obj->data + obj->len;
 		for (int i = 0; i < parts; i++) {
