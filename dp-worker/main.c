@@ -19,6 +19,9 @@ static const dp_cli_command commands[] = {
     {"wal-rm", dp_worker_wal_rm, "remove files from an archive (retention)"},
     {"put-file", dp_worker_put_file, "store a small metadata file"},
     {"get-file", dp_worker_get_file, "print a small metadata file"},
+    {"key-add", dp_worker_key_add, "add a random key that opens the repository (no passphrase)"},
+    {"key-ls", dp_worker_key_ls, "list the repository's keys"},
+    {"key-rm", dp_worker_key_rm, "revoke keys"},
 };
 
 int main(int argc, char **argv)

@@ -21,6 +21,9 @@ int dp_worker_wal_ls(int argc, char **argv); /* wal.c */
 int dp_worker_wal_rm(int argc, char **argv); /* wal.c */
 int dp_worker_put_file(int argc, char **argv); /* wal.c */
 int dp_worker_get_file(int argc, char **argv); /* wal.c */
+int dp_worker_key_add(int argc, char **argv); /* key.c */
+int dp_worker_key_ls(int argc, char **argv); /* key.c */
+int dp_worker_key_rm(int argc, char **argv); /* key.c */
 
 /* Opens the repository named by c (--repo/DP_REPO, the S3 flags) with the
  * passphrase from --passphrase-file/DP_REPO_PASSPHRASE, which is wiped

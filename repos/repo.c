@@ -16,6 +16,7 @@
 #include "dp/error.h"
 #include "dp/log.h"
 #include "format.h"
+#include "keyslot.h"
 
 /* scrypt cost: N=2^15, r=8, p=1 takes ~32 MiB and ~0.1 s, the usual
  * interactive choice. */
@@ -298,6 +299,11 @@ static int key_unwrap(const char *pass, const char *text, const char *key, const
 	const cJSON *p = cJSON_GetObjectItemCaseSensitive(k, "p");
 	const cJSON *s = cJSON_GetObjectItemCaseSensitive(k, "salt");
 	const cJSON *d = cJSON_GetObjectItemCaseSensitive(k, "data");
+	const cJSON *kdf = cJSON_GetObjectItemCaseSensitive(k, "kdf");
+	if (cJSON_IsString(kdf) && strcmp(kdf->valuestring, "scrypt") != 0) {
+		rc = DP_EAUTH; /* a random-key slot (keyslot.c): no passphrase opens it */
+		goto out;
+	}
 	if (!cJSON_IsNumber(n) || !cJSON_IsNumber(r) || !cJSON_IsNumber(p) || !cJSON_IsString(s) ||
 	    !cJSON_IsString(d) || n->valuedouble < 2 || n->valuedouble > (1 << 22) ||
 	    r->valuedouble < 1 || r->valuedouble > 32 || p->valuedouble < 1 || p->valuedouble > 16)
@@ -416,26 +422,15 @@ int dp_repo_init(const char *url, const dp_backend_opts *bopts, const dp_repo_in
 	return rc;
 }
 
-int dp_repo_open_backend(dp_repo **out, dp_backend *b, const char *passphrase)
+/* Tries the passphrase on every scrypt key object (the dp_repo_unlock_fn of
+ * dp_repo_open_backend). */
+static int passphrase_unlock(dp_repo *r, void *arg)
 {
-	dp_repo *r = calloc(1, sizeof(*r));
-	dp_buf cfg = {0}, kt = {0};
+	const char *passphrase = arg;
+	dp_backend *b = r->b;
+	dp_buf kt = {0};
 	dp_keylist keys = {0};
 	int rc;
-	if (!r) {
-		b->free(b);
-		return dp_error_set(DP_ERROR, "out of memory");
-	}
-	r->b = b;
-	if ((rc = dp_backend_get_all(b, "config", &cfg))) {
-		if (rc == DP_ENOTFOUND)
-			rc = dp_error_set(DP_ENOTFOUND,
-			                  "no repository there (no config object): create one with "
-			                  "'dp repo init'");
-		goto out;
-	}
-	if ((rc = config_decode(r, (const char *)cfg.data)))
-		goto out;
 	if ((rc = b->list(b, "keys/", dp_keylist_add, &keys)))
 		goto out;
 	if (keys.n == 0) {
@@ -455,17 +450,43 @@ int dp_repo_open_backend(dp_repo **out, dp_backend *b, const char *passphrase)
 			rc = DP_EAUTH;
 		}
 	}
-	if (rc == DP_EAUTH) {
+	if (rc == DP_EAUTH)
 		rc = dp_error_set(DP_EAUTH, "wrong passphrase for this repository");
+out:
+	dp_buf_wipe(&kt);
+	dp_keylist_free(&keys);
+	return rc;
+}
+
+int dp_repo_open_backend(dp_repo **out, dp_backend *b, const char *passphrase)
+{
+	return dp_repo_open_unlock(out, b, passphrase_unlock, (void *)passphrase);
+}
+
+int dp_repo_open_unlock(dp_repo **out, dp_backend *b, dp_repo_unlock_fn unlock, void *arg)
+{
+	dp_repo *r = calloc(1, sizeof(*r));
+	dp_buf cfg = {0};
+	int rc;
+	if (!r) {
+		b->free(b);
+		return dp_error_set(DP_ERROR, "out of memory");
+	}
+	r->b = b;
+	if ((rc = dp_backend_get_all(b, "config", &cfg))) {
+		if (rc == DP_ENOTFOUND)
+			rc = dp_error_set(DP_ENOTFOUND,
+			                  "no repository there (no config object): create one with "
+			                  "'dp repo init'");
 		goto out;
 	}
-	if (rc)
+	if ((rc = config_decode(r, (const char *)cfg.data)))
+		goto out;
+	if ((rc = unlock(r, arg)))
 		goto out;
 	rc = repo_setup(r);
 out:
 	dp_buf_free(&cfg);
-	dp_buf_wipe(&kt);
-	dp_keylist_free(&keys);
 	if (rc) {
 		dp_repo_free(r);
 		return rc;

@@ -49,6 +49,43 @@ int dp_repo_init_backend(dp_backend *b, const dp_repo_init_opts *opts, const cha
 int dp_repo_open_backend(dp_repo **out, dp_backend *b, const char *passphrase);
 void dp_repo_free(dp_repo *r);
 
+/* ---- key slots: random keys that open the repository without the
+ * passphrase (repos/keyslot.c documents the format and the reasoning) ---- */
+
+/* A slot key as text: "dpk1-" + 64 hex digits of the slot id + "-" + 64 hex
+ * digits of the 256-bit random secret; the buffer has room for the NUL. */
+#define DP_KEYSLOT_TOKEN_LEN 135
+
+typedef struct dp_keyslot_info {
+	char id[DP_ID_HEX];
+	char kind[16]; /* "passphrase" (scrypt) or "random" (a slot key) */
+	char label[200]; /* what a random slot is for; "" if none */
+	char created[32]; /* RFC 3339 */
+	char host[256]; /* where it was made */
+} dp_keyslot_info;
+
+/* Opens with a slot key instead of the passphrase: reads the config and
+ * keys/<slot id>, nothing else, and derives the unwrapping key with HKDF
+ * (no scrypt). DP_EAUTH if the key is wrong, malformed or revoked. token is
+ * borrowed; the caller wipes it. open_key_backend takes ownership of b. */
+int dp_repo_open_key(dp_repo **out, const char *url, const dp_backend_opts *bopts,
+                     const char *token);
+int dp_repo_open_key_backend(dp_repo **out, dp_backend *b, const char *token);
+/* Adds a slot opened by a fresh random key, written to token_out (wipe it
+ * after storing it; it is never written to the repository). label: printable,
+ * at most 199 bytes, e.g. "archive pg-main on db1". id_out may be NULL. */
+int dp_keyslot_add(dp_repo *r, const char *label, char token_out[DP_KEYSLOT_TOKEN_LEN],
+                   char id_out[DP_ID_HEX]);
+/* Every key object, oldest first; free *out with free(). */
+int dp_keyslot_list(dp_repo *r, dp_keyslot_info **out, size_t *n);
+/* Removes a slot (full id, or a unique prefix of at least 8 hex digits), so
+ * its key no longer opens the repository. Refuses to remove the last
+ * passphrase slot. DP_ENOTFOUND if there is no such slot. */
+int dp_keyslot_remove(dp_repo *r, const char *id);
+/* The slot id a token names (no check that it exists); DP_EUSAGE if the
+ * token is malformed. */
+int dp_keyslot_token_id(const char *token, char id_out[DP_ID_HEX]);
+
 const char *dp_repo_id(const dp_repo *r);
 dp_backend *dp_repo_backend(dp_repo *r); /* borrowed */
 void dp_repo_set_threads(dp_repo *r, int n); /* compress+encrypt workers; 0 = cores */

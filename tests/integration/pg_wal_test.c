@@ -6,7 +6,9 @@
  * bytes fail and change nothing. Then the same failures under a real
  * PostgreSQL archiver: it keeps the segment, retries, and once archiving
  * works again every segment is in the archive and a restore to the end of
- * the archive has every change.
+ * the archive has every change. Slot keys: key-add / key-rm and wal-push with
+ * a key (no passphrase; wrong or revoked: exit 3), and archive.sh writing a
+ * key, never the passphrase, rotating it on restart and revoking it on stop.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,7 @@
 
 #include "../harness/dp_test.h"
 #include "../harness/pg.h"
+#include "dp/repo.h"
 
 static double now_s(void)
 {
@@ -210,6 +213,14 @@ START_TEST(archiver_retries_nothing_lost)
 	                  dir, port);
 	ck_assert_msg(st == 0, "restore: %s", r.err);
 	dp_test_result_free(&r);
+	/* restore_command used a key slot of its own, revoked once recovery
+	 * ended; the archive's key is still there. */
+	st = dp_pg_script(&r, &pg,
+	                  "$DP_WORKER key-ls --json | jq -r '[.[] | select(.kind == \"random\")] "
+	                  "| map(.label | split(\" \")[0]) | join(\",\")'");
+	ck_assert_msg(st == 0 && strcmp(r.out, "archive\n") == 0, "keys after restore: %s %s",
+	              r.out, r.err);
+	dp_test_result_free(&r);
 	dp_pg r2;
 	dp_pg_attach(&r2, dir, port);
 	char *got = dp_pg_checksums(&r2);
@@ -224,6 +235,231 @@ START_TEST(archiver_retries_nothing_lost)
 }
 END_TEST
 
+/* Slot keys from the command line: key-add writes a 0600 key file (never
+ * stdout), wal-push/wal-fetch open with it and need no passphrase; a wrong,
+ * revoked or unsafe key file fails (exit 3, 3, 2) and stores nothing. */
+START_TEST(key_slot_cli)
+{
+	char repo[PATH_MAX], seg[PATH_MAX], kf[PATH_MAX], conf[PATH_MAX], back[PATH_MAX];
+	dp_test_result r;
+	const char *w = dp_test_bin("dp-worker");
+	snprintf(repo, sizeof(repo), "%s/repo", dp_test_dir);
+	snprintf(seg, sizeof(seg), "%s/000000010000000000000003", dp_test_dir);
+	snprintf(kf, sizeof(kf), "%s/archive.key", dp_test_dir);
+	snprintf(conf, sizeof(conf), "%s/archive.conf", dp_test_dir);
+	snprintf(back, sizeof(back), "%s/back", dp_test_dir);
+	setenv("DP_REPO_PASSPHRASE", "wal-key-test-pass", 1);
+	ck_assert_int_eq(dp_test_run(&r, "%s repo init --repo %s", dp_test_bin("dp"), repo), 0);
+	dp_test_result_free(&r);
+	dp_test_write_data(seg, 16u << 20, 3, true);
+
+	ck_assert_int_eq(
+	    dp_test_run(&r, "%s key-add --repo %s --label 'archive t' --out %s", w, repo, kf), 0);
+	char id[DP_ID_HEX];
+	ck_assert_int_eq(strlen(r.out), 65);
+	memcpy(id, r.out, 64);
+	id[64] = 0;
+	ck_assert_ptr_null(strstr(r.out, "dpk1-")); /* the key is not printed */
+	ck_assert_ptr_null(strstr(r.err, "dpk1-"));
+	dp_test_result_free(&r);
+	struct stat st;
+	ck_assert_int_eq(stat(kf, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+	/* An existing file is not overwritten, and no slot is added then. */
+	ck_assert_int_eq(dp_test_run(&r, "%s key-add --repo %s --out %s", w, repo, kf), 1);
+	dp_test_result_free(&r);
+	ck_assert_int_eq(dp_test_run(&r,
+	                             "%s key-ls --repo %s --json | jq -r "
+	                             "'[.[] | select(.kind == \"random\")] | length'",
+	                             w, repo),
+	                 0);
+	ck_assert_str_eq(r.out, "1\n");
+	dp_test_result_free(&r);
+
+	FILE *f = fopen(conf, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "repo = %s\nkey-file = %s\narchive = a1\n", repo, kf);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(chmod(conf, 0600), 0);
+	/* No passphrase anywhere in the environment from here on. */
+	double t0 = now_s();
+	int rc =
+	    dp_test_run(&r, "env -u DP_REPO_PASSPHRASE %s wal-push --config %s %s", w, conf, seg);
+	double dt = now_s() - t0;
+	ck_assert_msg(rc == 0, "%s", r.err);
+	dp_test_result_free(&r);
+	fprintf(stderr, "wal-push of a 16 MiB segment with a slot key: %.0f ms\n", dt * 1000);
+	ck_assert_int_eq(dp_test_run(&r,
+	                             "env -u DP_REPO_PASSPHRASE %s wal-fetch --config %s "
+	                             "000000010000000000000003 %s",
+	                             w, conf, back),
+	                 0);
+	dp_test_result_free(&r);
+	ck_assert(dp_test_files_equal(seg, back));
+	/* The passphrase reads what the key wrote. */
+	unlink(back);
+	ck_assert_int_eq(
+	    dp_test_run(&r, "%s wal-fetch --repo %s --archive a1 000000010000000000000003 %s", w,
+	                repo, back),
+	    0);
+	dp_test_result_free(&r);
+	ck_assert(dp_test_files_equal(seg, back));
+
+	/* A key file others can read is refused. */
+	ck_assert_int_eq(chmod(kf, 0640), 0);
+	ck_assert_int_eq(
+	    dp_test_run(&r, "env -u DP_REPO_PASSPHRASE %s wal-ls --config %s", w, conf), 2);
+	ck_assert_ptr_nonnull(strstr(r.err, "0600"));
+	dp_test_result_free(&r);
+	ck_assert_int_eq(chmod(kf, 0600), 0);
+
+	/* A wrong key: exit 3, nothing stored. */
+	char bad[PATH_MAX];
+	snprintf(bad, sizeof(bad), "%s/bad.conf", dp_test_dir);
+	char key[256] = {0};
+	f = fopen(kf, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(key, sizeof(key), f));
+	fclose(f);
+	key[strcspn(key, "\n")] = 0;
+	ck_assert_int_eq(strlen(key), DP_KEYSLOT_TOKEN_LEN - 1);
+	key[strlen(key) - 1] = key[strlen(key) - 1] == '0' ? '1' : '0';
+	f = fopen(bad, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "repo = %s\nkey = %s\narchive = a1\n", repo, key);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(chmod(bad, 0600), 0);
+	char seg2[PATH_MAX];
+	snprintf(seg2, sizeof(seg2), "%s/000000010000000000000004", dp_test_dir);
+	dp_test_write_data(seg2, 16u << 20, 4, true);
+	ck_assert_int_eq(
+	    dp_test_run(&r, "env -u DP_REPO_PASSPHRASE %s wal-push --config %s %s", w, bad, seg2),
+	    3);
+	ck_assert_ptr_nonnull(strstr(r.err, "wrong repository key"));
+	dp_test_result_free(&r);
+
+	/* Revoked: exit 3. The last passphrase key cannot be removed. */
+	ck_assert_int_eq(dp_test_run(&r, "%s key-rm --repo %s %.12s", w, repo, id), 0);
+	dp_test_result_free(&r);
+	ck_assert_int_eq(
+	    dp_test_run(&r, "env -u DP_REPO_PASSPHRASE %s wal-push --config %s %s", w, conf, seg2),
+	    3);
+	ck_assert_ptr_nonnull(strstr(r.err, "revoked"));
+	dp_test_result_free(&r);
+	ck_assert_int_eq(dp_test_run(&r,
+	                             "%s key-rm --repo %s $(%s key-ls --repo %s --json | jq -r "
+	                             "'.[0].id')",
+	                             w, repo, w, repo),
+	                 2);
+	ck_assert_ptr_nonnull(strstr(r.err, "last passphrase key"));
+	dp_test_result_free(&r);
+	ck_assert_int_eq(dp_test_run(&r, "%s wal-ls --repo %s --archive a1", w, repo), 0);
+	ck_assert_str_eq(r.out, "000000010000000000000003\n");
+	dp_test_result_free(&r);
+}
+END_TEST
+
+/* archive.sh gives the server a key slot, not the passphrase: the config
+ * holds "key = dpk1-...", no passphrase, mode 0600, owned by the server's OS
+ * user; a restart of archiving rotates the key (the old one exits 3); stop
+ * revokes it and removes the config. */
+START_TEST(archive_uses_a_key_slot)
+{
+	dp_pg pg;
+	char repo[PATH_MAX], conf[PATH_MAX + 32];
+	dp_pg_create(&pg, NULL);
+	dp_pg_start(&pg);
+	dp_pg_repo_init(repo);
+	const char *pass = getenv("DP_REPO_PASSPHRASE");
+	ck_assert_ptr_nonnull(pass);
+	dp_test_result r;
+	free(dp_pg_query(&pg, "CREATE TABLE t(id int, v text)"));
+	int st = dp_pg_script(&r, &pg, "DP_BACKUP_NAME=pg-wal bash $S/archive.sh");
+	ck_assert_msg(st == 0, "archive.sh: %s", r.err);
+	ck_assert_ptr_null(strstr(r.err, pass));
+	dp_test_result_free(&r);
+	snprintf(conf, sizeof(conf), "%s/dp-archive-pg-wal.conf", pg.base);
+	struct stat st_conf;
+	ck_assert_int_eq(stat(conf, &st_conf), 0);
+	ck_assert_int_eq(st_conf.st_mode & 0777, 0600);
+	FILE *f = fopen(conf, "r");
+	ck_assert_ptr_nonnull(f);
+	char text[4096] = {0};
+	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	ck_assert_int_gt(n, 0);
+	ck_assert_ptr_nonnull(strstr(text, "\nkey = dpk1-"));
+	ck_assert_ptr_null(strstr(text, pass));
+	ck_assert_ptr_null(strstr(text, "passphrase ="));
+	char *cmd = dp_pg_query(&pg, "SHOW archive_command");
+	ck_assert_ptr_null(strstr(cmd, "dpk1-"));
+	free(cmd);
+
+	/* The server archives with it (archive.sh checked one segment); one
+	 * random slot, labelled with the archive; nobody owns the config. */
+	st = dp_pg_script(&r, &pg,
+	                  "test -O %s && $DP_WORKER key-ls --json | jq -r '[.[] | select(.kind == "
+	                  "\"random\")] | (length|tostring), .[0].label, .[0].id'",
+	                  conf);
+	ck_assert_msg(st == 0, "%s", r.err);
+	ck_assert_msg(strncmp(r.out, "1\narchive pg-wal (", 18) == 0, "%s", r.out);
+	char id1[DP_ID_HEX];
+	memcpy(id1, strrchr(r.out, ')') + 2, 64);
+	id1[64] = 0;
+	dp_test_result_free(&r);
+
+	/* Pushing as the server would, timed. */
+	char seg[PATH_MAX + 32];
+	snprintf(seg, sizeof(seg), "%s/000000010000000000000077", pg.base);
+	dp_test_write_data(seg, 16u << 20, 77, true);
+	ck_assert_int_eq(chmod(seg, 0644), 0);
+	double t0 = now_s();
+	st = dp_pg_script(&r, &pg, "env -u DP_REPO_PASSPHRASE $DP_WORKER wal-push --config %s %s",
+	                  conf, seg);
+	double dt = now_s() - t0;
+	ck_assert_msg(st == 0, "%s", r.err);
+	dp_test_result_free(&r);
+	fprintf(stderr, "wal-push with archive.sh's config (as nobody, through runuser): %.0f ms\n",
+	        dt * 1000);
+
+	/* Starting again rotates the key: the previous one is revoked. */
+	char old[PATH_MAX + 32];
+	snprintf(old, sizeof(old), "%s/old.conf", pg.base);
+	st = dp_pg_script(&r, &pg, "cp -p %s %s && DP_BACKUP_NAME=pg-wal bash $S/archive.sh", conf,
+	                  old);
+	ck_assert_msg(st == 0, "archive.sh again: %s", r.err);
+	dp_test_result_free(&r);
+	st = dp_pg_script(&r, &pg,
+	                  "$DP_WORKER key-ls --json | jq -r '[.[] | select(.kind == \"random\")] | "
+	                  "(length|tostring), .[0].id'");
+	ck_assert_msg(st == 0 && strncmp(r.out, "1\n", 2) == 0, "%s %s", r.out, r.err);
+	ck_assert_msg(strncmp(r.out + 2, id1, 64) != 0, "the key was not rotated");
+	dp_test_result_free(&r);
+	snprintf(seg, sizeof(seg), "%s/000000010000000000000078", pg.base);
+	dp_test_write_data(seg, 1u << 20, 78, true);
+	ck_assert_int_eq(chmod(seg, 0644), 0);
+	st = dp_pg_script(&r, &pg, "env -u DP_REPO_PASSPHRASE $DP_WORKER wal-push --config %s %s",
+	                  old, seg);
+	ck_assert_msg(st == 3, "revoked key: exit %d: %s", st, r.err);
+	dp_test_result_free(&r);
+
+	/* Stop: archive_command reset, key revoked, config removed. */
+	st = dp_pg_script(&r, &pg, "cp -p %s %s && DP_BACKUP_NAME=pg-wal bash $S/archive.sh stop",
+	                  conf, old);
+	ck_assert_msg(st == 0, "archive.sh stop: %s", r.err);
+	dp_test_result_free(&r);
+	ck_assert_int_ne(access(conf, F_OK), 0);
+	st = dp_pg_script(&r, &pg,
+	                  "$DP_WORKER key-ls --json | jq -r '[.[] | select(.kind == \"random\")] | "
+	                  "length'; env -u DP_REPO_PASSPHRASE $DP_WORKER wal-push --config %s %s",
+	                  old, seg);
+	ck_assert_msg(st == 3 && strcmp(r.out, "0\n") == 0, "after stop: exit %d: %s %s", st, r.out,
+	              r.err);
+	dp_test_result_free(&r);
+	dp_pg_destroy(&pg);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("pg_wal");
@@ -232,6 +468,8 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 180);
 	tcase_add_test(tc, wal_push_cli_failures);
 	tcase_add_test(tc, archiver_retries_nothing_lost);
+	tcase_add_test(tc, key_slot_cli);
+	tcase_add_test(tc, archive_uses_a_key_slot);
 	suite_add_tcase(s, tc);
 	return s;
 }

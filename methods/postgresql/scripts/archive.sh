@@ -10,10 +10,15 @@
 #                        this database still in the repository (history files
 #                        stay); also run after each refresh while following
 #
-# Starting writes a dp-worker config (repo, passphrase, archive name) with
-# mode 0600, owned by the database's OS user, OUTSIDE the data directory, and
-# sets archive_command = '<dp-worker> wal-push --config <file> %p' with
-# ALTER SYSTEM + pg_reload_conf(): the passphrase is never on a command line.
+# Starting adds a key slot to the repository (dp-worker key-add: a random
+# 256-bit key, opened with HKDF instead of the passphrase's scrypt, so each
+# wal-push costs ~1 ms to open instead of ~100 ms) and writes a dp-worker
+# config (repo, that key, archive name) with mode 0600, owned by the
+# database's OS user, OUTSIDE the data directory; then sets
+# archive_command = '<dp-worker> wal-push --config <file> %p' with ALTER
+# SYSTEM + pg_reload_conf(). The passphrase is never on a command line nor on
+# the database host's disk. Starting again rotates the key (the old slot is
+# revoked); stopping revokes it and removes the config.
 # archive_mode needs a restart, so if it is off this fails and says so.
 #
 # Env: DP_BACKUP_NAME (the archive's name, unless DP_ARCHIVE_NAME), DP_DB_*,
@@ -28,10 +33,20 @@ archive=${DP_ARCHIVE_NAME:-${DP_BACKUP_NAME:-}}
 [[ "$archive" =~ ^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$ ]] ||
 	pg_die "archive name \"$archive\": use letters, digits, '.', '_' and '-'"
 
+# archive_conf DATADIR: where the archive config goes (absolute).
+archive_conf() {
+	realpath -m "${DP_ARCHIVE_CONFIG:-$(dirname "$(cd "$1" && pwd)")/dp-archive-$archive.conf}"
+}
+
 if [ "$cmd" = stop ]; then
 	psql_q "ALTER SYSTEM RESET archive_command" >/dev/null
 	psql_q "SELECT pg_reload_conf()" >/dev/null
-	pg_log "archiving into \"$archive\" stopped (archive_command reset)"
+	# Revoke the archive's key and remove its config.
+	datadir=${DP_DATA_DIR:-$(psql_q "SHOW data_directory")}
+	if [ -d "$datadir" ]; then
+		drop_key_conf "$(archive_conf "$datadir")" "archive $archive"
+	fi
+	pg_log "archiving into \"$archive\" stopped (archive_command reset, its key revoked)"
 	exit 0
 fi
 # prune_archive SYSID: WAL before the start of the oldest base backup left
@@ -68,13 +83,13 @@ fi
 datadir=${DP_DATA_DIR:-$(psql_q "SHOW data_directory")}
 [ -d "$datadir" ] || pg_die "data directory \"$datadir\" is not on this host: run the archive action on the database's host (DP_DATA_DIR)"
 osuser=${DP_DB_OS_USER:-$(stat -c %U "$datadir")}
-conf=${DP_ARCHIVE_CONFIG:-$(dirname "$(cd "$datadir" && pwd)")/dp-archive-$archive.conf}
+conf=$(archive_conf "$datadir")
 case "$(cd "$(dirname "$conf")" && pwd)/" in
 "$(cd "$datadir" && pwd)"/*) pg_die "the archive config \"$conf\" must be outside the data directory" ;;
 esac
 sysid=$(psql_q "SELECT system_identifier FROM pg_control_system()")
 
-write_secret_conf "$conf" "$osuser" "archive = $archive"
+write_key_conf "$conf" "$osuser" "archive $archive" "archive = $archive"
 # The server runs the command as $osuser: check that user can reach the
 # repository before switching archiving on.
 as_user "$osuser" "$DPW" wal-ls --config "$conf" >/dev/null ||

@@ -16,7 +16,8 @@
 #   DP_PG_BIN               PostgreSQL's bin directory (default: newest found)
 # Secrets never appear on a command line: psql and pg_basebackup get the
 # password through PGPASSWORD/PGPASSFILE, dp-worker through its environment
-# or a 0600 config file.
+# or a 0600 config file (which holds a key slot of the repository, never the
+# passphrase: write_key_conf).
 
 set -euo pipefail
 
@@ -118,35 +119,73 @@ as_user() {
 	fi
 }
 
-# write_secret_conf PATH OWNER LINES: a 0600 dp-worker config file owned by
-# OWNER. The passphrase comes from DP_REPO_PASSPHRASE or the file named by
-# DP_REPO_PASSPHRASE_FILE and is written with shell builtins only, so it
+# Archive and restore configs hold a key slot of the repository instead of the
+# passphrase (dp-worker key-add; repos/keyslot.c): the processes the server
+# starts per WAL segment open the repository with it in ~1 ms instead of
+# ~100 ms of scrypt, the passphrase never sits on the database host, and the
+# key can be revoked (dp-worker key-rm) without touching the passphrase.
+# Slots are found again by their label: "<use> (<config path> on <host>)".
+
+# key_label USE PATH: the label of the slot a config at PATH holds.
+key_label() {
+	local l="$1 ($2 on ${HOSTNAME:-$(uname -n)})"
+	printf '%s' "${l:0:199}"
+}
+
+# key_slots LABEL: ids of the random-key slots with that label.
+key_slots() {
+	"$DPW" key-ls --json "${REPO_ARGS[@]}" | jq -r --arg l "$1" '.[] | select(.kind == "random" and .label == $l) | .id'
+}
+
+# write_key_conf PATH OWNER USE LINES: a 0600 dp-worker config owned by OWNER
+# holding a new slot key (never the passphrase) plus LINES; then revokes the
+# slots earlier configs at PATH held (a restart rotates the key). The key goes
+# from key-add's 0600 file into the config with shell builtins only, so it
 # never appears in a process's arguments.
-write_secret_conf() {
-	local path=$1 owner=$2 extra=$3 pass
+write_key_conf() {
+	local path=$1 owner=$2 label key kf id old
+	label=$(key_label "$3" "$path")
 	[ -n "${DP_REPO:-}" ] || pg_die "DP_REPO is not set: name the repository"
-	if [ -n "${DP_REPO_PASSPHRASE_FILE:-}" ]; then
-		IFS= read -r pass <"$DP_REPO_PASSPHRASE_FILE" || [ -n "$pass" ] ||
-			pg_die "cannot read the passphrase from \"$DP_REPO_PASSPHRASE_FILE\""
-	else
-		pass=${DP_REPO_PASSPHRASE:-}
-	fi
-	[ -n "$pass" ] || pg_die "no repository passphrase: set DP_REPO_PASSPHRASE or DP_REPO_PASSPHRASE_FILE"
 	case "$path" in *\'* | *\ *) pg_die "config path \"$path\" must not contain quotes or spaces" ;; esac
+	old=$(key_slots "$label") || pg_die "cannot list the keys of the repository \"$DP_REPO\""
+	kf=$(mktemp -u "$path.key.XXXXXX")
+	id=$("$DPW" key-add "${REPO_ARGS[@]}" --label "$label" --out "$kf") ||
+		pg_die "cannot add a key to the repository \"$DP_REPO\" for \"$path\""
+	IFS= read -r key <"$kf" || true
+	rm -f "$kf"
+	[ -n "$key" ] || pg_die "dp-worker key-add wrote no key"
 	(
 		umask 077
 		rm -f "$path.tmp"
 		{
-			printf '# dp-worker archive config, written by dp (postgresql method)\n'
+			printf '# dp-worker config, written by dp (postgresql method); key = a key slot\n'
+			printf '# of the repository (dp-worker key-ls / key-rm), not the passphrase\n'
 			printf 'repo = %s\n' "$DP_REPO"
-			printf 'passphrase = %s\n' "$pass"
-			printf '%s\n' "$extra"
+			printf 'key = %s\n' "$key"
+			printf '%s\n' "$4"
 		} >"$path.tmp"
 	)
-	unset pass
+	unset key
 	if [ "$(id -un)" != "$owner" ]; then
 		chown "$owner" "$path.tmp" || pg_die "cannot give \"$path\" to \"$owner\""
 	fi
 	chmod 600 "$path.tmp"
 	mv -f "$path.tmp" "$path"
+	# shellcheck disable=SC2086 # one id per word
+	[ -z "$old" ] || "$DPW" key-rm "${REPO_ARGS[@]}" $old ||
+		pg_log "warning: could not revoke the previous key of \"$path\" ($(echo $old))"
+}
+
+# drop_key_conf PATH USE: revokes the slots of the config at PATH and
+# removes it. Best effort (a warning), so that it can run in cleanups.
+drop_key_conf() {
+	local path=$1 old
+	rm -f "$path"
+	old=$(key_slots "$(key_label "$2" "$path")" 2>/dev/null) || {
+		pg_log "warning: cannot list the keys of \"$DP_REPO\" to revoke the one of \"$path\""
+		return 0
+	}
+	# shellcheck disable=SC2086
+	[ -z "$old" ] || "$DPW" key-rm "${REPO_ARGS[@]}" $old ||
+		pg_log "warning: could not revoke the key of \"$path\" ($(echo $old))"
 }

@@ -112,7 +112,8 @@ rollback() {
 		owner=${owner:-$(stat -c %U "$target")}
 		start_server "$target" || pg_log "warning: the original server did not start again; see $target.log"
 	fi
-	rm -f "$state" "$walconf"
+	rm -f "$state"
+	[ ! -f "$walconf" ] || drop_key_conf "$walconf" restore
 }
 
 if [ "$step" = rollback ]; then
@@ -163,7 +164,7 @@ ready() {
 			"ALTER SYSTEM RESET recovery_target_lsn;" "ALTER SYSTEM RESET recovery_target_action;" \
 			"ALTER SYSTEM RESET recovery_target;" |
 			"$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 >/dev/null || true
-		rm -f "$walconf"
+		[ ! -f "$walconf" ] || drop_key_conf "$walconf" restore
 	fi
 	local check
 	check=$(psql_q "${DP_RESTORE_CHECK_SQL:-SELECT count(*) FROM pg_catalog.pg_class}") ||
@@ -312,7 +313,8 @@ else
 fi
 rm -f "$dest/backup_manifest"
 if [ "$recovery" = 1 ]; then
-	[ -z "$archive" ] || write_secret_conf "$walconf" "$owner" "archive = $archive"
+	# A key slot, not the passphrase: restore_command runs once per segment.
+	[ -z "$archive" ] || write_key_conf "$walconf" "$owner" restore "archive = $archive"
 	{
 		if [ -n "$archive" ]; then
 			printf "restore_command = '%s wal-fetch --config %s %%f %%p'\n" "$DPW" "$walconf"
