@@ -27,7 +27,7 @@
 
 #define READ_LEN (1024 * 1024)
 
-enum { OPT_META = 1, OPT_EXCLUDE };
+enum { OPT_META = 1, OPT_EXCLUDE, OPT_LEVEL };
 
 #define MAX_EXCLUDE 64
 
@@ -35,6 +35,7 @@ struct push_opts {
 	const char *meta;
 	const char *exclude[MAX_EXCLUDE];
 	size_t nexclude;
+	long level; /* 0: the repository's */
 };
 
 static int on_opt(int val, const char *arg, void *ctx)
@@ -42,6 +43,9 @@ static int on_opt(int val, const char *arg, void *ctx)
 	struct push_opts *o = ctx;
 	if (val == OPT_META)
 		o->meta = arg;
+	if (val == OPT_LEVEL)
+		return dp_cli_parse_int(&o->level, "--zstd-level", arg, DP_ZSTD_LEVEL_MIN,
+		                        DP_ZSTD_LEVEL_MAX);
 	if (val == OPT_EXCLUDE) {
 		if (o->nexclude == MAX_EXCLUDE)
 			return dp_error_set(DP_EUSAGE, "more than %d --exclude patterns",
@@ -56,6 +60,7 @@ static int on_opt(int val, const char *arg, void *ctx)
 static const struct option push_options[] = {
     {"meta", required_argument, NULL, OPT_META},
     {"exclude", required_argument, NULL, OPT_EXCLUDE},
+    {"zstd-level", required_argument, NULL, OPT_LEVEL},
     {0},
 };
 
@@ -173,6 +178,8 @@ static const char push_about[] =
     "                           PATTERN, or whose path under DIR does if PATTERN\n"
     "                           has a '/'; a directory goes with its content.\n"
     "                           Repeatable: --exclude '*.tmp' --exclude 'pg_wal/*'\n"
+    "  --zstd-level N           compress new blobs at level N (default: the\n"
+    "                           repository's)\n"
     "  --json                   print the result as JSON: id, size (logical bytes),\n"
     "                           stored (bytes added), blobs, blobs_new, dedup_ratio\n"
     "                           (size/stored), seconds, mb_per_s\n";
@@ -291,6 +298,8 @@ int dp_worker_push(int argc, char **argv)
 	if (rc)
 		goto out;
 	dp_repo_set_progress(repo, &prog);
+	if (po.level)
+		dp_repo_set_zstd_level(repo, (int)po.level);
 	rc = dp_push_begin(&push, repo, name, kind);
 	if (rc)
 		goto out;
