@@ -17,6 +17,7 @@ typedef int (*dp_tar_write_fn)(void *arg, const void *data, size_t len);
 typedef int (*dp_tar_read_fn)(void *arg, void *buf, size_t cap, size_t *got);
 
 #include <sys/stat.h>
+#include <sys/types.h>
 
 typedef struct dp_tar_opts {
 	/* The directory that is this inode is left out with everything under
@@ -55,10 +56,19 @@ int dp_tar_write_tree(const char *root, const dp_tar_opts *o, dp_tar_write_fn fn
  * empty, no leading '/'). */
 bool dp_tar_path_is_safe(const char *p);
 
-/* Extracts a stream made by dp_tar_write_tree into the existing directory
- * dir: permissions, times, owners (when root), sparse files, xattrs, ACLs;
- * refuses absolute paths, ".." and writes through symlinks. Reads the
- * stream to its end, so every byte is authenticated. */
-int dp_tar_extract(const char *dir, dp_tar_read_fn fn, void *arg);
+typedef struct dp_tar_extract_opts {
+	/* Every entry belongs to uid:gid instead of the owner it was stored
+	 * with (takes effect when run as root). */
+	bool set_owner;
+	uid_t uid;
+	gid_t gid;
+} dp_tar_extract_opts;
+
+/* Extracts a stream made by dp_tar_write_tree (or any ustar, pax or GNU
+ * tar stream) into the existing directory dir: permissions, times, owners
+ * (when root), sparse files, xattrs, ACLs; refuses absolute paths, ".."
+ * and writes through symlinks. Reads the stream to its end, so every byte
+ * is authenticated. o may be NULL. */
+int dp_tar_extract(const char *dir, const dp_tar_extract_opts *o, dp_tar_read_fn fn, void *arg);
 
 #endif
