@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <ftw.h>
 #include <libgen.h>
+#include <pwd.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -33,29 +34,60 @@
 
 #define READ_LEN (1024 * 1024)
 
-enum { OPT_FORCE = 1, OPT_TAR };
+enum { OPT_FORCE = 1, OPT_TAR, OPT_UNTAR, OPT_OWNER };
 
 struct pull_opts {
 	bool force;
 	bool tar;
+	bool untar;
+	const char *owner;
 };
 
 static int on_opt(int val, const char *arg, void *ctx)
 {
-	(void)arg;
 	struct pull_opts *o = ctx;
 	if (val == OPT_FORCE)
 		o->force = true;
 	else if (val == OPT_TAR)
 		o->tar = true;
+	else if (val == OPT_UNTAR)
+		o->untar = true;
+	else if (val == OPT_OWNER)
+		o->owner = arg;
 	return 0;
 }
 
 static const struct option pull_options[] = {
     {"force", no_argument, NULL, OPT_FORCE},
     {"tar", no_argument, NULL, OPT_TAR},
+    {"untar", no_argument, NULL, OPT_UNTAR},
+    {"owner", required_argument, NULL, OPT_OWNER},
     {0},
 };
+
+/* --owner USER (a name or a numeric id): its uid and primary group. */
+static int resolve_owner(dp_tar_extract_opts *x, const char *owner)
+{
+	struct passwd *pw = getpwnam(owner);
+	if (!pw) {
+		char *end;
+		errno = 0;
+		unsigned long id = strtoul(owner, &end, 10);
+		if (owner[0] && !*end && errno == 0)
+			pw = getpwuid((uid_t)id);
+	}
+	if (!pw)
+		return dp_error_set(DP_EUSAGE, "--owner \"%s\": no such user", owner);
+	if (geteuid() != 0 && pw->pw_uid != geteuid())
+		return dp_error_set(DP_EUSAGE,
+		                    "--owner \"%s\" needs root: run as root, or as that user "
+		                    "without --owner",
+		                    owner);
+	x->set_owner = true;
+	x->uid = pw->pw_uid;
+	x->gid = pw->pw_gid;
+	return 0;
+}
 
 static int write_all(int fd, const uint8_t *p, size_t len, const char *what)
 {
@@ -221,11 +253,11 @@ static int sync_tree(const char *dir)
 	return rc;
 }
 
-static int pull_tree(dp_pull *p, const char *target, bool exists)
+static int pull_tree(dp_pull *p, const char *target, bool exists, const dp_tar_extract_opts *x)
 {
 	int rc;
 	if (exists) {
-		rc = dp_tar_extract(target, tar_read_cb, p);
+		rc = dp_tar_extract(target, x, tar_read_cb, p);
 		if (rc) {
 			dp_error_prefix("\"%s\" holds a partial tree", target);
 			return rc;
@@ -239,7 +271,7 @@ static int pull_tree(dp_pull *p, const char *target, bool exists)
 		return dp_error_errno(
 		    errno == ENOENT || errno == EACCES || errno == ENOTDIR ? DP_EUSAGE : DP_ERROR,
 		    errno, "cannot create directory \"%s\"", target);
-	rc = dp_tar_extract(tmp, tar_read_cb, p);
+	rc = dp_tar_extract(tmp, x, tar_read_cb, p);
 	if (!rc)
 		rc = sync_tree(tmp);
 	if (!rc && rename(tmp, target) != 0)
@@ -262,7 +294,13 @@ static const char pull_about[] =
     "options:\n"
     "  --force                  extract a tree into a non-empty directory\n"
     "  --tar                    write a tree snapshot's tar stream instead of\n"
-    "                           extracting it\n";
+    "                           extracting it\n"
+    "  --untar                  the snapshot (any kind) is a tar stream, e.g. one\n"
+    "                           a database tool wrote: extract it into DIR like a\n"
+    "                           tree\n"
+    "  --owner USER             (a tree, as root) every extracted file belongs to\n"
+    "                           USER and its primary group, not to the owner it\n"
+    "                           was stored with\n";
 
 static const char pull_examples[] =
     "  dp-worker pull --repo /srv/backups db1/dump | psql db1\n"
@@ -299,10 +337,17 @@ int dp_worker_pull(int argc, char **argv)
 	atomic_init(&prog.stored, 0);
 	atomic_init(&prog.total, 0);
 
+	dp_tar_extract_opts xo = {0};
 	if (!ref[0]) {
 		rc = dp_error_set(DP_EUSAGE, "empty snapshot name: give a NAME or an ID");
 		goto out;
 	}
+	if (po.tar && po.untar) {
+		rc = dp_error_set(DP_EUSAGE, "--tar and --untar contradict each other: choose one");
+		goto out;
+	}
+	if (po.owner && (rc = resolve_owner(&xo, po.owner)) != 0)
+		goto out;
 	rc = dp_cli_need_repo(&c);
 	if (rc)
 		goto out;
@@ -341,7 +386,7 @@ int dp_worker_pull(int argc, char **argv)
 		goto out;
 	const dp_snapshot_info *info = dp_pull_info(pull);
 	atomic_store(&prog.total, info->size);
-	bool tree = strcmp(info->kind, "tree") == 0 && !po.tar;
+	bool tree = (strcmp(info->kind, "tree") == 0 || po.untar) && !po.tar;
 
 	if (tree) {
 		if (!target) {
@@ -372,7 +417,7 @@ int dp_worker_pull(int argc, char **argv)
 			}
 		}
 		dp_cli_progress_start(&pr, "pull", &prog, !c.quiet);
-		rc = pull_tree(pull, target, target_exists);
+		rc = pull_tree(pull, target, target_exists, &xo);
 	} else if (!target) {
 		if (isatty(STDOUT_FILENO)) {
 			rc = dp_error_set(DP_EUSAGE, "standard output is a terminal: give a FILE, "

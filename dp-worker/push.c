@@ -27,35 +27,92 @@
 
 #define READ_LEN (1024 * 1024)
 
-enum { OPT_META = 1, OPT_EXCLUDE };
-
-#define MAX_EXCLUDE 64
+enum { OPT_META = 1, OPT_EXCLUDE, OPT_LEVEL, OPT_EXCLUDE_FROM, OPT_TRAILER };
 
 struct push_opts {
 	const char *meta;
-	const char *exclude[MAX_EXCLUDE];
-	size_t nexclude;
+	char **exclude; /* owned array; the patterns are owned too */
+	size_t nexclude, capexclude;
+	long level; /* 0: the repository's */
+	bool trailer;
 };
+
+static int add_exclude(struct push_opts *o, const char *pat, size_t len)
+{
+	if (o->nexclude == o->capexclude) {
+		size_t cap = o->capexclude ? o->capexclude * 2 : 16;
+		char **v = realloc(o->exclude, cap * sizeof(*v));
+		if (!v)
+			return dp_error_set(DP_ERROR, "out of memory");
+		o->exclude = v;
+		o->capexclude = cap;
+	}
+	char *c = strndup(pat, len);
+	if (!c)
+		return dp_error_set(DP_ERROR, "out of memory");
+	o->exclude[o->nexclude++] = c;
+	return 0;
+}
+
+/* --exclude-from FILE: one pattern per line; blank lines and lines
+ * starting with '#' are skipped. */
+static int read_excludes(struct push_opts *o, const char *file)
+{
+	FILE *f = fopen(file, "re");
+	if (!f)
+		return dp_error_errno(DP_EUSAGE, errno, "cannot read --exclude-from \"%s\"", file);
+	int rc = 0;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	while ((n = getline(&line, &cap, f)) >= 0) {
+		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+			n--;
+		if (n == 0 || line[0] == '#')
+			continue;
+		if ((rc = add_exclude(o, line, (size_t)n)) != 0)
+			break;
+	}
+	if (!rc && ferror(f))
+		rc = dp_error_errno(DP_ERROR, errno, "cannot read --exclude-from \"%s\"", file);
+	free(line);
+	fclose(f);
+	return rc;
+}
+
+static void free_opts(struct push_opts *o)
+{
+	for (size_t i = 0; i < o->nexclude; i++)
+		free(o->exclude[i]);
+	free(o->exclude);
+}
 
 static int on_opt(int val, const char *arg, void *ctx)
 {
 	struct push_opts *o = ctx;
 	if (val == OPT_META)
 		o->meta = arg;
+	if (val == OPT_LEVEL)
+		return dp_cli_parse_int(&o->level, "--zstd-level", arg, DP_ZSTD_LEVEL_MIN,
+		                        DP_ZSTD_LEVEL_MAX);
 	if (val == OPT_EXCLUDE) {
-		if (o->nexclude == MAX_EXCLUDE)
-			return dp_error_set(DP_EUSAGE, "more than %d --exclude patterns",
-			                    MAX_EXCLUDE);
 		if (!arg[0])
 			return dp_error_set(DP_EUSAGE, "--exclude needs a pattern, e.g. '*.tmp'");
-		o->exclude[o->nexclude++] = arg;
+		return add_exclude(o, arg, strlen(arg));
 	}
+	if (val == OPT_EXCLUDE_FROM)
+		return read_excludes(o, arg);
+	if (val == OPT_TRAILER)
+		o->trailer = true;
 	return 0;
 }
 
 static const struct option push_options[] = {
     {"meta", required_argument, NULL, OPT_META},
     {"exclude", required_argument, NULL, OPT_EXCLUDE},
+    {"exclude-from", required_argument, NULL, OPT_EXCLUDE_FROM},
+    {"zstd-level", required_argument, NULL, OPT_LEVEL},
+    {"trailer", no_argument, NULL, OPT_TRAILER},
     {0},
 };
 
@@ -118,6 +175,62 @@ static int push_fd(dp_push *p, int fd, const char *what)
 	return rc;
 }
 
+/* --trailer: the tree is complete; tell the producer and take the rest of
+ * the snapshot from its instructions on stdin (see push_about). */
+static int read_trailer(dp_tar_writer *tw, dp_push *p, const char *name)
+{
+	int rc = 0;
+	char *line = NULL;
+	size_t cap = 0;
+	bool committed = false;
+	if (printf("tree-read\n") < 0 || fflush(stdout) != 0)
+		return dp_error_errno(DP_ERROR, errno, "cannot write to standard output");
+	while (!committed) {
+		errno = 0;
+		ssize_t n = getline(&line, &cap, stdin);
+		if ((rc = dp_cli_check_interrupt()) != 0)
+			break;
+		if (n < 0 && errno == EINTR) {
+			clearerr(stdin);
+			continue;
+		}
+		if (n < 0) {
+			rc = ferror(stdin)
+			         ? dp_error_errno(DP_ERROR, errno, "cannot read standard input")
+			         : dp_error_set(DP_ERROR,
+			                        "standard input ended without \"commit\": the "
+			                        "producer did not finish; nothing was stored "
+			                        "as \"%s\"",
+			                        name);
+			break;
+		}
+		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+			line[--n] = 0;
+		char *arg = strchr(line, '\t');
+		if (arg)
+			*arg++ = 0;
+		if (strcmp(line, "commit") == 0 && !arg) {
+			committed = true;
+		} else if (strcmp(line, "meta") == 0 && arg) {
+			rc = dp_push_set_meta(p, arg);
+		} else if (strcmp(line, "file") == 0 && arg && strchr(arg, '\t')) {
+			char *src = strchr(arg, '\t');
+			*src++ = 0;
+			rc = dp_tar_writer_add_file(tw, arg, src);
+		} else {
+			rc = dp_error_set(DP_EUSAGE,
+			                  "--trailer: unknown instruction \"%.40s\" on standard "
+			                  "input: expected \"file<TAB>PATH<TAB>SOURCE\", "
+			                  "\"meta<TAB>JSON\" or \"commit\"",
+			                  line);
+		}
+		if (rc)
+			break;
+	}
+	free(line);
+	return rc;
+}
+
 static cJSON *result_json(const char *name, const char *kind, const dp_push_result *res)
 {
 	cJSON *o = cJSON_CreateObject();
@@ -173,6 +286,23 @@ static const char push_about[] =
     "                           PATTERN, or whose path under DIR does if PATTERN\n"
     "                           has a '/'; a directory goes with its content.\n"
     "                           Repeatable: --exclude '*.tmp' --exclude 'pg_wal/*'\n"
+    "  --exclude-from FILE      (a tree) the patterns in FILE, one per line\n"
+    "                           (blank lines and '#' comments skipped)\n"
+    "  --trailer                (a tree) after the tree has been read, print the\n"
+    "                           line \"tree-read\" on standard output, then read\n"
+    "                           instructions from standard input, one per line,\n"
+    "                           fields separated by a tab:\n"
+    "                             file PATH SOURCE  add the regular file SOURCE\n"
+    "                                               to the tree as PATH\n"
+    "                             meta JSON         attach JSON (replaces --meta)\n"
+    "                             commit            write the snapshot\n"
+    "                           Input that ends without \"commit\" abandons the\n"
+    "                           push: no snapshot. For producers that learn what\n"
+    "                           else belongs to a copy of a live tree only once it\n"
+    "                           has been read (e.g. a database's log up to the end\n"
+    "                           of the copy).\n"
+    "  --zstd-level N           compress new blobs at level N (default: the\n"
+    "                           repository's)\n"
     "  --json                   print the result as JSON: id, size (logical bytes),\n"
     "                           stored (bytes added), blobs, blobs_new, dedup_ratio\n"
     "                           (size/stored), seconds, mb_per_s\n";
@@ -199,11 +329,14 @@ int dp_worker_push(int argc, char **argv)
 	};
 	dp_cli c;
 	int rc = dp_cli_parse(&c, &cmd, argc, argv);
-	if (rc)
+	if (rc) {
+		free_opts(&po);
 		return rc == DP_CLI_HELP ? 0 : rc;
+	}
 
 	dp_repo *repo = NULL;
 	dp_push *push = NULL;
+	dp_tar_writer *tw = NULL;
 	dp_cli_progress *pr = NULL;
 	cJSON *meta = NULL;
 	int fd = -1;
@@ -233,6 +366,16 @@ int dp_worker_push(int argc, char **argv)
 	if (po.nexclude && strcmp(path, "-") == 0) {
 		rc = dp_error_set(DP_EUSAGE, "--exclude applies to a DIR, not to standard input");
 		goto out;
+	}
+	if (po.trailer) {
+		struct stat ts;
+		if (strcmp(path, "-") == 0 || stat(path, &ts) != 0 || !S_ISDIR(ts.st_mode)) {
+			rc = dp_error_set(DP_EUSAGE,
+			                  "--trailer applies to a DIR (\"%s\" is not one): "
+			                  "it adds files after the tree",
+			                  path);
+			goto out;
+		}
 	}
 	if (po.meta) {
 		meta = cJSON_Parse(po.meta);
@@ -291,6 +434,8 @@ int dp_worker_push(int argc, char **argv)
 	if (rc)
 		goto out;
 	dp_repo_set_progress(repo, &prog);
+	if (po.level)
+		dp_repo_set_zstd_level(repo, (int)po.level);
 	rc = dp_push_begin(&push, repo, name, kind);
 	if (rc)
 		goto out;
@@ -309,9 +454,16 @@ int dp_worker_push(int argc, char **argv)
 		const char *rpath = strncmp(c.repo, "file://", 7) == 0 ? c.repo + 7 : c.repo;
 		bool local = strstr(c.repo, "://") == NULL || rpath != c.repo;
 		bool have = local && stat(rpath, &rst) == 0 && S_ISDIR(rst.st_mode);
-		dp_tar_opts to = {
-		    .skip_dir = have ? &rst : NULL, .exclude = po.exclude, .nexclude = po.nexclude};
-		rc = dp_tar_write_tree(path, &to, push_write_cb, push);
+		dp_tar_opts to = {.skip_dir = have ? &rst : NULL,
+		                  .exclude = (const char *const *)po.exclude,
+		                  .nexclude = po.nexclude};
+		rc = dp_tar_writer_new(&tw, push_write_cb, push);
+		if (!rc)
+			rc = dp_tar_writer_add_tree(tw, path, &to);
+		if (!rc && po.trailer)
+			rc = read_trailer(tw, push, name);
+		if (!rc)
+			rc = dp_tar_writer_close(tw);
 	} else {
 		rc = push_fd(push, fd, what);
 	}
@@ -353,11 +505,13 @@ int dp_worker_push(int argc, char **argv)
 		rc = dp_error_errno(DP_ERROR, errno, "cannot write the result to stdout");
 out:
 	dp_cli_progress_stop(pr);
+	dp_tar_writer_free(tw);
 	if (push)
 		dp_push_abort(push);
 	dp_repo_free(repo);
 	if (fd > STDIN_FILENO)
 		close(fd);
 	cJSON_Delete(meta);
+	free_opts(&po);
 	return rc;
 }

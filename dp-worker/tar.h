@@ -2,12 +2,13 @@
  * Directory trees as pax tar streams (libarchive), for snapshots of kind
  * "tree". The stream goes through a caller's write function on push and
  * comes from a caller's read function on pull, so neither side ever holds
- * more than one block of it. Single-threaded; the callbacks run on the
- * caller's thread.
+ * more than a few buffers of it. The callbacks run on the caller's thread;
+ * writing a tree reads its files ahead on a second thread (tar_write.c).
  */
 #ifndef DP_WORKER_TAR_H
 #define DP_WORKER_TAR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Return 0 or a DP_E* code (with a message); the code is passed on. */
@@ -16,6 +17,7 @@ typedef int (*dp_tar_write_fn)(void *arg, const void *data, size_t len);
 typedef int (*dp_tar_read_fn)(void *arg, void *buf, size_t cap, size_t *got);
 
 #include <sys/stat.h>
+#include <sys/types.h>
 
 typedef struct dp_tar_opts {
 	/* The directory that is this inode is left out with everything under
@@ -29,17 +31,44 @@ typedef struct dp_tar_opts {
 	size_t nexclude;
 } dp_tar_opts;
 
-/* Writes the tree under root (root itself as ".", the rest as relative
- * paths) as a pax archive: modes, owners (ids and names), times, symlinks,
- * hard links, sparse files, xattrs and ACLs. An unreadable entry fails the
- * whole stream; one removed while the tree is read is a warning. o may be
- * NULL. */
+/* A pax archive written through fn, built from trees and single files;
+ * dp_tar_writer_close writes its end. One thread at a time. */
+typedef struct dp_tar_writer dp_tar_writer;
+int dp_tar_writer_new(dp_tar_writer **out, dp_tar_write_fn fn, void *arg);
+/* Adds the tree under root (root itself as ".", the rest as relative
+ * paths): modes, owners (ids and names), times, symlinks, hard links,
+ * sparse files, xattrs and ACLs. Files are read ahead on a second thread
+ * while the caller's fn runs. An unreadable entry fails the whole stream;
+ * one removed while the tree is read is a warning, a file that changes
+ * size while it is read is stored at the size it had when listed (cut or
+ * padded with zeros, with a warning). o may be NULL. */
+int dp_tar_writer_add_tree(dp_tar_writer *w, const char *root, const dp_tar_opts *o);
+/* Adds the regular file src under the relative path rel (no "..", no
+ * leading '/'), with src's mode, owner and times. */
+int dp_tar_writer_add_file(dp_tar_writer *w, const char *rel, const char *src);
+int dp_tar_writer_close(dp_tar_writer *w);
+void dp_tar_writer_free(dp_tar_writer *w); /* NULL: no-op */
+
+/* new + add_tree + close. */
 int dp_tar_write_tree(const char *root, const dp_tar_opts *o, dp_tar_write_fn fn, void *arg);
 
-/* Extracts a stream made by dp_tar_write_tree into the existing directory
- * dir: permissions, times, owners (when root), sparse files, xattrs, ACLs;
- * refuses absolute paths, ".." and writes through symlinks. Reads the
- * stream to its end, so every byte is authenticated. */
-int dp_tar_extract(const char *dir, dp_tar_read_fn fn, void *arg);
+/* true if p is a relative path that stays below its root (no "..", not
+ * empty, no leading '/'). */
+bool dp_tar_path_is_safe(const char *p);
+
+typedef struct dp_tar_extract_opts {
+	/* Every entry belongs to uid:gid instead of the owner it was stored
+	 * with (takes effect when run as root). */
+	bool set_owner;
+	uid_t uid;
+	gid_t gid;
+} dp_tar_extract_opts;
+
+/* Extracts a stream made by dp_tar_write_tree (or any ustar, pax or GNU
+ * tar stream) into the existing directory dir: permissions, times, owners
+ * (when root), sparse files, xattrs, ACLs; refuses absolute paths, ".."
+ * and writes through symlinks. Reads the stream to its end, so every byte
+ * is authenticated. o may be NULL. */
+int dp_tar_extract(const char *dir, const dp_tar_extract_opts *o, dp_tar_read_fn fn, void *arg);
 
 #endif
