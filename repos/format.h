@@ -22,10 +22,12 @@
  *   locks/<random>     plaintext JSON lock with heartbeat
  *
  * "sealed(x, ad)" is AES-256-GCM under the encryption key: nonce(12) | ct | tag(16)
- * (dp/crypto.h). Objects other than blobs use ad = "dp-object:<type>" where
- * type is "index", "snapshot", "pack-header", or "file:<key>" for small files,
- * so one kind of object cannot be passed off as another. Index, snapshot and
- * pack ids are the SHA-256 of the stored bytes, checked on every read.
+ * (dp/crypto.h). Index, snapshot and pack-header objects seal flag(1) | payload:
+ * flag 0, the plaintext below; flag 1, a zstd frame of it (with its size).
+ * Objects other than frames use ad = "dp-object:<type>" where type is "index",
+ * "snapshot", "pack-header", or "file:<key>" for small files, so one kind of
+ * object cannot be passed off as another. Index, snapshot and pack ids are
+ * the SHA-256 of the stored bytes, checked on every read.
  *
  * Chunk: a piece of a stream cut by the chunker; id = BLAKE3 in keyed mode
  *   (MAC key, plaintext), 32 bytes. Snapshots and indexes name chunks by id. (The code calls a
