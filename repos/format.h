@@ -22,10 +22,12 @@
  *   locks/<random>     plaintext JSON lock with heartbeat
  *
  * "sealed(x, ad)" is AES-256-GCM under the encryption key: nonce(12) | ct | tag(16)
- * (dp/crypto.h). Objects other than blobs use ad = "dp-object:<type>" where
- * type is "index", "snapshot", "pack-header", or "file:<key>" for small files,
- * so one kind of object cannot be passed off as another. Index, snapshot and
- * pack ids are the SHA-256 of the stored bytes, checked on every read.
+ * (dp/crypto.h). Index, snapshot and pack-header objects seal flag(1) | payload:
+ * flag 0, the plaintext below; flag 1, a zstd frame of it (with its size).
+ * Objects other than frames use ad = "dp-object:<type>" where type is "index",
+ * "snapshot", "pack-header", or "file:<key>" for small files, so one kind of
+ * object cannot be passed off as another. Index, snapshot and pack ids are
+ * the SHA-256 of the stored bytes, checked on every read.
  *
  * Chunk: a piece of a stream cut by the chunker; id = BLAKE3 in keyed mode
  *   (MAC key, plaintext), 32 bytes. Snapshots and indexes name chunks by id. (The code calls a
@@ -126,6 +128,7 @@ typedef struct dp_index {
 } dp_index;
 
 #define DP_INDEX_EMPTY UINT32_MAX
+#define DP_INDEX_PENDING (UINT32_MAX - 1) /* a push's chunk not yet in a pack */
 
 int dp_index_add_pack(dp_index *ix, const uint8_t pack_id[DP_HASH_LEN], uint32_t *pack_out);
 /* Appends a frame (f->pack already an index into ix->packs). */
@@ -133,6 +136,8 @@ int dp_index_add_frame(dp_index *ix, const dp_frame *f, uint32_t *frame_out);
 /* Adds a chunk location (loc->frame already an index into ix->frames)
  * unless the id is already present (first wins); *added tells which. */
 int dp_index_add(dp_index *ix, const dp_blob_loc *loc, bool *added);
+/* Adds a chunk location, or replaces the one with the same id. */
+int dp_index_set(dp_index *ix, const dp_blob_loc *loc);
 const dp_blob_loc *dp_index_find(const dp_index *ix, const uint8_t id[DP_HASH_LEN]);
 void dp_index_free(dp_index *ix);
 /* Parses an index plaintext into ix. */
@@ -241,7 +246,8 @@ int dp_packer_add(dp_packer *k, dp_frame *f, const uint8_t *sealed, const dp_blo
 int dp_packer_finish(dp_repo *r, dp_aead *a, dp_packer *k);
 void dp_packer_reset(dp_packer *k);
 void dp_packer_free(dp_packer *k);
-/* Moves the packer's frames and locations into ix under pack pack_id. */
+/* Moves the packer's frames and locations into ix under pack pack_id; a
+ * chunk ix already has is given the new location (a push's pending ones). */
 int dp_packer_index(const dp_packer *k, const uint8_t pack_id[DP_HASH_LEN], dp_index *ix);
 int dp_pack_key(char *key, size_t cap, const uint8_t id[DP_HASH_LEN]);
 /* A pack header, parsed: frames, and for frame i its members' raw lengths

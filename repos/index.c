@@ -91,6 +91,15 @@ int dp_index_add(dp_index *ix, const dp_blob_loc *loc, bool *added)
 	return 0;
 }
 
+int dp_index_set(dp_index *ix, const dp_blob_loc *loc)
+{
+	bool added;
+	int rc = dp_index_add(ix, loc, &added);
+	if (!rc && !added)
+		*(dp_blob_loc *)dp_index_find(ix, loc->id) = *loc;
+	return rc;
+}
+
 const dp_blob_loc *dp_index_find(const dp_index *ix, const uint8_t id[DP_HASH_LEN])
 {
 	if (!ix->cap)
@@ -148,9 +157,16 @@ static int groups_make(const dp_index *ix, struct groups *g)
 		free(fill);
 		return dp_error_set(DP_ERROR, "out of memory");
 	}
-	for (size_t i = 0; i < ix->cap; i++)
-		if (ix->slots[i].frame != EMPTY)
-			g->ccount[ix->slots[i].frame]++;
+	for (size_t i = 0; i < ix->cap; i++) {
+		if (ix->slots[i].frame == EMPTY)
+			continue;
+		if (ix->slots[i].frame >= ix->nframes) {
+			free(fill);
+			return dp_error_set(DP_ERROR,
+			                    "index: a chunk has no place (internal error)");
+		}
+		g->ccount[ix->slots[i].frame]++;
+	}
 	for (size_t f = 1; f <= ix->nframes; f++)
 		g->cstart[f] = g->cstart[f - 1] + g->ccount[f - 1];
 	memcpy(fill, g->cstart, nf * sizeof(*fill));

@@ -56,7 +56,7 @@ int dp_packer_index(const dp_packer *k, const uint8_t pack_id[DP_HASH_LEN], dp_i
 	for (size_t i = 0; i < k->nlocs && !rc; i++) {
 		dp_blob_loc l = k->locs[i];
 		l.frame += base;
-		rc = dp_index_add(ix, &l, NULL);
+		rc = dp_index_set(ix, &l);
 	}
 	return rc;
 }

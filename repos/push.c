@@ -22,7 +22,7 @@
  * chunk), i.e. ~9 MB per GB at the default 16 KiB chunks.
  *
  * One mutex guards the shared state (slot states, sequence counters, pack
- * pool, upload queue, the pending/written indexes); each stage waits on its
+ * pool, upload queue, the index of new chunks); each stage waits on its
  * own condition variable. The first error anywhere is kept (code and
  * message) and stops every stage; the caller gets it from write or commit.
  */
@@ -73,8 +73,11 @@ struct dp_push {
 	dp_snapshot_info info;
 	dp_chunker chunker;
 	dp_index known; /* the repository's index when the push began (read only) */
-	dp_index pending; /* ids of blobs this push stores (locations unused) */
-	dp_index written; /* new blobs with their packs, for the new index */
+	/* The chunks this push stores: added pending by the workers (dedup
+	 * within the push), given their place when their pack is written;
+	 * becomes the new index. */
+	dp_index fresh;
+	uint32_t block; /* > 0: cut every block bytes (dp_push_cut) */
 	dp_keylist known_keys; /* the index objects "known" came from */
 	struct timespec t0;
 
@@ -201,9 +204,9 @@ static void *worker_main(void *arg)
 			c->is_new = false;
 			if (dp_index_find(&p->known, c->id))
 				continue;
-			dp_blob_loc l = {.frame = 0};
+			dp_blob_loc l = {.frame = DP_INDEX_PENDING};
 			memcpy(l.id, c->id, DP_HASH_LEN);
-			rc = dp_index_add(&p->pending, &l, &c->is_new);
+			rc = dp_index_add(&p->fresh, &l, &c->is_new);
 		}
 		pthread_mutex_unlock(&p->mu);
 		if (!rc)
@@ -355,7 +358,7 @@ static void *uploader_main(void *arg)
 
 		pthread_mutex_lock(&p->mu);
 		if (!rc)
-			rc = dp_packer_index(&k->k, id, &p->written);
+			rc = dp_packer_index(&k->k, id, &p->fresh);
 		if (rc) {
 			fail_locked(p, rc);
 		} else {
@@ -390,8 +393,7 @@ static void push_free(dp_push *p)
 	free(p->workers);
 	dp_index_free(&p->known);
 	dp_keylist_free(&p->known_keys);
-	dp_index_free(&p->pending);
-	dp_index_free(&p->written);
+	dp_index_free(&p->fresh);
 	dp_buf_free(&p->entries);
 	free(p->info.meta);
 	dp_lock_release(p->lock);
@@ -570,6 +572,19 @@ static int take_slot(dp_push *p)
 	return 0;
 }
 
+/* Ends the current chunk where the current job's bytes end. */
+static void end_chunk(dp_push *p)
+{
+	struct job *j = p->cur;
+	j->chunks[j->n++] = (struct chunk){.off = (uint32_t)j->chunk_start,
+	                                   .len = (uint32_t)(j->len - j->chunk_start)};
+	j->chunk_start = j->len;
+	/* A chunk may not straddle jobs: a new chunk starts only where a whole
+	 * maximum chunk still fits. */
+	if (j->cap - j->len < p->r->cut_max || j->n + 1 >= j->max)
+		submit(p);
+}
+
 int dp_push_write(dp_push *p, const void *data, size_t len)
 {
 	const uint8_t *d = data;
@@ -581,21 +596,35 @@ int dp_push_write(dp_push *p, const void *data, size_t len)
 		}
 		struct job *j = p->cur;
 		bool cut;
-		size_t k = dp_chunker_next(&p->chunker, d, len, &cut);
+		size_t k;
+		if (p->block) {
+			size_t have = j->len - j->chunk_start;
+			k = p->block - have < len ? p->block - have : len;
+			cut = have + k == p->block;
+		} else {
+			k = dp_chunker_next(&p->chunker, d, len, &cut);
+		}
 		memcpy(j->raw + j->len, d, k);
 		j->len += k;
 		d += k;
 		len -= k;
-		if (!cut)
-			continue;
-		j->chunks[j->n++] = (struct chunk){.off = (uint32_t)j->chunk_start,
-		                                   .len = (uint32_t)(j->len - j->chunk_start)};
-		j->chunk_start = j->len;
-		/* A chunk may not straddle jobs: a new chunk starts only where
-		 * a whole maximum chunk still fits. */
-		if (j->cap - j->len < p->r->cut_max || j->n + 1 >= j->max)
-			submit(p);
+		if (cut)
+			end_chunk(p);
 	}
+	return push_error(p);
+}
+
+int dp_push_cut(dp_push *p, uint32_t block)
+{
+	if (block > p->r->cut_max)
+		return dp_error_set(DP_EUSAGE,
+		                    "block size %u exceeds the largest chunk this push cuts (%u)",
+		                    block, p->r->cut_max);
+	if (p->cur && p->cur->len > p->cur->chunk_start)
+		end_chunk(p);
+	p->chunker.fp = 0;
+	p->chunker.len = 0;
+	p->block = block;
 	return push_error(p);
 }
 
@@ -649,7 +678,7 @@ int dp_push_commit(dp_push *p, dp_push_result *res)
 	push_join(p);
 	if ((rc = push_error(p)) || (rc = still_valid(p)))
 		goto out;
-	if (p->written.count && (rc = dp_index_write(p->r, &p->written, &p->stored)))
+	if (p->fresh.count && (rc = dp_index_write(p->r, &p->fresh, &p->stored)))
 		goto out;
 	p->info.size = p->size;
 	p->info.blobs = p->blobs;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "dp/backend.h"
 #include "dp/error.h"
@@ -56,45 +57,104 @@ static int object_ad(char *ad, size_t cap, const char *type)
 	return (n < 0 || (size_t)n >= cap) ? -1 : n;
 }
 
+/* Index, snapshot and pack-header plaintexts are stored compressed: besides
+ * the chunk ids (random) they hold lengths and offsets that repeat. They
+ * begin with a flag byte: 0 raw, 1 a zstd frame (format.h). */
+static bool compressed_type(const char *type)
+{
+	return strcmp(type, "index") == 0 || strcmp(type, "snapshot") == 0 ||
+	       strcmp(type, "pack-header") == 0;
+}
+
+/* Largest plaintext accepted from a compressed object (a snapshot of a
+ * 16 TiB stream at 8 KiB chunks). */
+#define OBJECT_PLAIN_MAX (80ull << 30)
+
 int dp_object_seal(dp_repo *r, dp_aead *a, const char *type, const void *plain, size_t len,
                    dp_buf *out)
 {
 	char ad[600];
+	dp_buf z = {0};
 	int adlen = object_ad(ad, sizeof(ad), type);
 	if (adlen < 0)
 		return dp_error_set(DP_EUSAGE, "object type too long");
-	int rc = dp_buf_reserve(out, len + DP_SEAL_OVERHEAD);
-	if (rc)
-		return rc;
+	int rc = 0;
+	if (compressed_type(type)) {
+		size_t bound = ZSTD_compressBound(len);
+		if ((rc = dp_buf_reserve(&z, 1 + bound)))
+			return rc;
+		size_t c = ZSTD_compress(z.data + 1, bound, plain, len, 1);
+		if (!ZSTD_isError(c) && c < len) {
+			z.data[0] = 1;
+			z.len = 1 + c;
+		} else {
+			z.data[0] = 0;
+			memcpy(z.data + 1, plain, len);
+			z.len = 1 + len;
+		}
+		plain = z.data;
+		len = z.len;
+	}
+	if ((rc = dp_buf_reserve(out, len + DP_SEAL_OVERHEAD)))
+		goto out;
 	rc = dp_aead_seal(a ? a : r->aead, out->data + out->len, plain, len, ad, (size_t)adlen);
-	if (rc)
-		return rc;
-	out->len += len + DP_SEAL_OVERHEAD;
-	return 0;
+	if (!rc)
+		out->len += len + DP_SEAL_OVERHEAD;
+out:
+	dp_buf_free(&z);
+	return rc;
 }
 
 int dp_object_open(dp_repo *r, dp_aead *a, const char *type, const char *key, const uint8_t *sealed,
                    size_t len, dp_buf *out)
 {
 	char ad[600];
+	dp_buf z = {0};
 	int adlen = object_ad(ad, sizeof(ad), type);
 	if (adlen < 0)
 		return dp_error_set(DP_EUSAGE, "object type too long");
 	if (len < DP_SEAL_OVERHEAD)
 		return dp_error_set(DP_ECORRUPT, "object \"%s\" is truncated (%zu bytes)", key,
 		                    len);
-	int rc = dp_buf_reserve(out, len - DP_SEAL_OVERHEAD);
+	bool comp = compressed_type(type);
+	dp_buf *dst = comp ? &z : out;
+	int rc = dp_buf_reserve(dst, len - DP_SEAL_OVERHEAD);
 	if (rc)
 		return rc;
-	rc = dp_aead_open(a ? a : r->aead, out->data + out->len, sealed, len, ad, (size_t)adlen);
+	rc = dp_aead_open(a ? a : r->aead, dst->data + dst->len, sealed, len, ad, (size_t)adlen);
 	if (rc)
 		return dp_error_set(DP_ECORRUPT,
 		                    "object \"%s\" failed authentication: it is corrupted or was "
 		                    "altered",
 		                    key);
-	out->len += len - DP_SEAL_OVERHEAD;
+	dst->len += len - DP_SEAL_OVERHEAD;
+	if (comp) {
+		unsigned long long n = z.len > 1 && z.data[0] == 1
+		                           ? ZSTD_getFrameContentSize(z.data + 1, z.len - 1)
+		                           : z.len - 1;
+		if (z.len < 1 || z.data[0] > 1 || n == ZSTD_CONTENTSIZE_ERROR ||
+		    n == ZSTD_CONTENTSIZE_UNKNOWN || n > OBJECT_PLAIN_MAX) {
+			rc = dp_error_set(DP_ECORRUPT, "object \"%s\" is malformed", key);
+			goto out;
+		}
+		if ((rc = dp_buf_reserve(out, (size_t)n)))
+			goto out;
+		if (z.data[0] == 0) {
+			memcpy(out->data + out->len, z.data + 1, (size_t)n);
+		} else {
+			size_t d =
+			    ZSTD_decompress(out->data + out->len, (size_t)n, z.data + 1, z.len - 1);
+			if (ZSTD_isError(d) || d != n) {
+				rc = dp_error_set(DP_ECORRUPT, "object \"%s\" is malformed", key);
+				goto out;
+			}
+		}
+		out->len += (size_t)n;
+	}
 	out->data[out->len] = 0;
-	return 0;
+out:
+	dp_buf_free(&z);
+	return rc;
 }
 
 int dp_object_read(dp_repo *r, const char *type, const char *key, dp_buf *plain)

@@ -126,6 +126,12 @@ int dp_push_begin(dp_push **out, dp_repo *r, const char *name, const char *kind)
 /* Attaches a JSON object (text) to the snapshot, e.g. LSNs of a base backup. */
 int dp_push_set_meta(dp_push *p, const char *json);
 int dp_push_write(dp_push *p, const void *data, size_t len);
+/* Ends the chunk being cut at this point of the stream. Then, with block > 0,
+ * cuts what follows every block bytes (no content-defined cuts) until the
+ * next call; with 0, content-defined chunking resumes. For data made of
+ * fixed-size pages (a database file): aligned to the file's start, a
+ * changed page changes exactly one chunk. block <= the chunk maximum. */
+int dp_push_cut(dp_push *p, uint32_t block);
 /* Writes the remaining packs, the index and, last, the snapshot. Frees p. */
 int dp_push_commit(dp_push *p, dp_push_result *res);
 /* Frees p; no snapshot is written (data already written is left for prune). */

@@ -463,6 +463,49 @@ START_TEST(chunk_average_per_push)
 }
 END_TEST
 
+static int push_blocks(dp_repo *r, const char *name, const uint8_t *d, size_t n, size_t head,
+                       size_t body, dp_push_result *res)
+{
+	dp_push *p = NULL;
+	int rc = dp_push_begin(&p, r, name, "stream");
+	if (rc)
+		return rc;
+	if ((rc = dp_push_write(p, d, head)) || (rc = dp_push_cut(p, 8192)) ||
+	    (rc = dp_push_write(p, d + head, body)) || (rc = dp_push_cut(p, 0)) ||
+	    (rc = dp_push_write(p, d + head + body, n - head - body))) {
+		dp_push_abort(p);
+		return rc;
+	}
+	return dp_push_commit(p, res);
+}
+
+/* Fixed-size blocks aligned where the caller says: one changed page is one
+ * new chunk. */
+START_TEST(fixed_blocks_after_a_cut)
+{
+	dp_repo *r = make_repo(16384, 1024 * 1024);
+	size_t n = 4 * 1024 * 1024 + 777, head = 1000, body = 3 * 1024 * 1024;
+	uint8_t *a = make_data(n, 61);
+	dp_push_result r1, r2;
+	ck_assert_msg(push_blocks(r, "f", a, n, head, body, &r1) == 0, "%s", dp_error_last());
+	ck_assert_uint_ge(r1.blobs, body / 8192);
+	a[head + 5 * 8192 + 100] ^= 1;
+	ck_assert_msg(push_blocks(r, "f", a, n, head, body, &r2) == 0, "%s", dp_error_last());
+	ck_assert_uint_eq(r2.blobs_new, 1);
+	uint8_t *back;
+	size_t bn;
+	ck_assert(pull_buf(r, "f", &back, &bn) == 0);
+	ck_assert(bn == n && memcmp(back, a, n) == 0);
+	free(back);
+	dp_push *p = NULL;
+	ck_assert_int_eq(dp_push_begin(&p, r, "g", "stream"), 0);
+	ck_assert_int_eq(dp_push_cut(p, 1u << 20), DP_EUSAGE); /* beyond the chunk max */
+	dp_push_abort(p);
+	free(a);
+	dp_repo_free(r);
+}
+END_TEST
+
 START_TEST(rebuild_index_recovers_lost_indexes)
 {
 	dp_repo *r = make_repo(16384, 256 * 1024);
@@ -639,6 +682,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, rebuild_index_recovers_lost_indexes);
 	tcase_add_test(tc, frames_shared_then_pruned_and_rebuilt);
 	tcase_add_test(tc, chunk_average_per_push);
+	tcase_add_test(tc, fixed_blocks_after_a_cut);
 	tcase_add_test(tc, lost_lock_commits_nothing);
 	tcase_add_test(tc, damaged_snapshot_blocks_nothing_else);
 	tcase_add_test(tc, unfinished_init_is_refused);
