@@ -27,13 +27,23 @@
 
 #define READ_LEN (1024 * 1024)
 
-enum { OPT_META = 1, OPT_EXCLUDE, OPT_LEVEL, OPT_EXCLUDE_FROM, OPT_TRAILER };
+enum {
+	OPT_META = 1,
+	OPT_EXCLUDE,
+	OPT_LEVEL,
+	OPT_EXCLUDE_FROM,
+	OPT_TRAILER,
+	OPT_CHUNK_AVG,
+	OPT_BLOCK_SIZE
+};
 
 struct push_opts {
 	const char *meta;
 	char **exclude; /* owned array; the patterns are owned too */
 	size_t nexclude, capexclude;
 	long level; /* 0: the repository's */
+	uint64_t chunk_avg; /* 0: the repository's */
+	uint64_t block; /* 0: files are chunked like the rest */
 	bool trailer;
 };
 
@@ -104,6 +114,10 @@ static int on_opt(int val, const char *arg, void *ctx)
 		return read_excludes(o, arg);
 	if (val == OPT_TRAILER)
 		o->trailer = true;
+	if (val == OPT_CHUNK_AVG)
+		return dp_cli_parse_size(&o->chunk_avg, "--chunk-avg", arg, 1024, 64u << 20);
+	if (val == OPT_BLOCK_SIZE)
+		return dp_cli_parse_size(&o->block, "--block-size", arg, 512, 64u << 20);
 	return 0;
 }
 
@@ -113,6 +127,8 @@ static const struct option push_options[] = {
     {"exclude-from", required_argument, NULL, OPT_EXCLUDE_FROM},
     {"zstd-level", required_argument, NULL, OPT_LEVEL},
     {"trailer", no_argument, NULL, OPT_TRAILER},
+    {"chunk-avg", required_argument, NULL, OPT_CHUNK_AVG},
+    {"block-size", required_argument, NULL, OPT_BLOCK_SIZE},
     {0},
 };
 
@@ -143,6 +159,11 @@ static int push_write_cb(void *arg, const void *data, size_t len)
 {
 	int rc = dp_cli_check_interrupt();
 	return rc ? rc : dp_push_write(arg, data, len);
+}
+
+static int push_cut_cb(void *arg, uint32_t block)
+{
+	return dp_push_cut(arg, block);
 }
 
 static int push_fd(dp_push *p, int fd, const char *what)
@@ -303,6 +324,15 @@ static const char push_about[] =
     "                           of the copy).\n"
     "  --zstd-level N           compress new blobs at level N (default: the\n"
     "                           repository's)\n"
+    "  --chunk-avg N            cut chunks of N bytes on average (a power of two,\n"
+    "                           K/M suffixes; at most a quarter of the repository's\n"
+    "                           chunk maximum; default: the repository's). Pushes of\n"
+    "                           the same data deduplicate only at the same value.\n"
+    "  --block-size N           (a tree) cut the content of every regular file of at\n"
+    "                           least N bytes into N-byte blocks from its start, the\n"
+    "                           rest as usual: for files of fixed-size pages (a\n"
+    "                           database's 8K), where a changed page is then one\n"
+    "                           changed chunk\n"
     "  --json                   print the result as JSON: id, size (logical bytes),\n"
     "                           stored (bytes added), blobs, blobs_new, dedup_ratio\n"
     "                           (size/stored), seconds, mb_per_s\n";
@@ -366,6 +396,16 @@ int dp_worker_push(int argc, char **argv)
 	if (po.nexclude && strcmp(path, "-") == 0) {
 		rc = dp_error_set(DP_EUSAGE, "--exclude applies to a DIR, not to standard input");
 		goto out;
+	}
+	if (po.block) {
+		struct stat bs;
+		if (strcmp(path, "-") == 0 || stat(path, &bs) != 0 || !S_ISDIR(bs.st_mode)) {
+			rc = dp_error_set(DP_EUSAGE,
+			                  "--block-size applies to a DIR (\"%s\" is not one): it "
+			                  "cuts the files of a tree",
+			                  path);
+			goto out;
+		}
 	}
 	if (po.trailer) {
 		struct stat ts;
@@ -436,6 +476,8 @@ int dp_worker_push(int argc, char **argv)
 	dp_repo_set_progress(repo, &prog);
 	if (po.level)
 		dp_repo_set_zstd_level(repo, (int)po.level);
+	if (po.chunk_avg && (rc = dp_repo_set_chunk_avg(repo, (uint32_t)po.chunk_avg)))
+		goto out;
 	rc = dp_push_begin(&push, repo, name, kind);
 	if (rc)
 		goto out;
@@ -458,6 +500,8 @@ int dp_worker_push(int argc, char **argv)
 		                  .exclude = (const char *const *)po.exclude,
 		                  .nexclude = po.nexclude};
 		rc = dp_tar_writer_new(&tw, push_write_cb, push);
+		if (!rc && po.block)
+			dp_tar_writer_set_blocks(tw, push_cut_cb, push, (uint32_t)po.block);
 		if (!rc)
 			rc = dp_tar_writer_add_tree(tw, path, &to);
 		if (!rc && po.trailer)

@@ -10,9 +10,13 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Return 0 or a DP_E* code (with a message); the code is passed on. */
 typedef int (*dp_tar_write_fn)(void *arg, const void *data, size_t len);
+/* Ends the chunk at this point of the stream; block > 0: cut what follows
+ * every block bytes, 0: content-defined again (dp_push_cut). */
+typedef int (*dp_tar_cut_fn)(void *arg, uint32_t block);
 /* *got == 0 at the end of the stream. */
 typedef int (*dp_tar_read_fn)(void *arg, void *buf, size_t cap, size_t *got);
 
@@ -46,6 +50,11 @@ int dp_tar_writer_add_tree(dp_tar_writer *w, const char *root, const dp_tar_opts
 /* Adds the regular file src under the relative path rel (no "..", no
  * leading '/'), with src's mode, owner and times. */
 int dp_tar_writer_add_file(dp_tar_writer *w, const char *rel, const char *src);
+/* The data of every regular file of at least block bytes added from now on
+ * starts a new chunk and is cut every block bytes (cut(arg, block) before
+ * it, cut(arg, 0) after): files made of fixed-size pages (a database's)
+ * then change one chunk per changed page. block 0: off. */
+void dp_tar_writer_set_blocks(dp_tar_writer *w, dp_tar_cut_fn cut, void *arg, uint32_t block);
 int dp_tar_writer_close(dp_tar_writer *w);
 void dp_tar_writer_free(dp_tar_writer *w); /* NULL: no-op */
 

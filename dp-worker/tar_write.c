@@ -78,7 +78,27 @@ struct dp_tar_writer {
 	struct archive *disk; /* for dp_tar_writer_add_file's entries */
 	uint8_t *zeros;
 	uint8_t *buf; /* dp_tar_writer_add_file's reads */
+	dp_tar_cut_fn cut; /* dp_tar_writer_set_blocks */
+	void *cut_arg;
+	uint32_t block;
 };
+
+void dp_tar_writer_set_blocks(dp_tar_writer *w, dp_tar_cut_fn cut, void *arg, uint32_t block)
+{
+	w->cut = cut;
+	w->cut_arg = arg;
+	w->block = cut ? block : 0;
+}
+
+/* After an entry's header: whether its data is cut in blocks (and the cut
+ * before it is made). The header reached the callback already: the archive
+ * is unblocked. */
+static int blocks_begin(dp_tar_writer *w, struct archive_entry *e, bool *on)
+{
+	*on = w->block && archive_entry_filetype(e) == AE_IFREG &&
+	      archive_entry_size(e) >= (la_int64_t)w->block;
+	return *on ? w->cut(w->cut_arg, w->block) : 0;
+}
 
 static la_ssize_t write_cb(struct archive *a, void *arg, const void *buf, size_t len)
 {
@@ -531,6 +551,7 @@ static int write_items(dp_tar_writer *w, struct walk *k)
 	int rc = 0;
 	struct archive_entry *cur = NULL; /* the open entry */
 	bool skipping = false; /* its header was skipped: drop its data */
+	bool blocks = false; /* its data is cut in fixed blocks */
 	for (;;) {
 		pthread_mutex_lock(&k->mu);
 		while (k->qn == 0)
@@ -564,6 +585,9 @@ static int write_items(dp_tar_writer *w, struct walk *k)
 		if (cur) {
 			if (!skipping)
 				rc = finish_entry(w, cur);
+			if (!rc && blocks)
+				rc = w->cut(w->cut_arg, 0);
+			blocks = false;
 			archive_entry_free(cur);
 			cur = NULL;
 			if (rc) {
@@ -581,6 +605,8 @@ static int write_items(dp_tar_writer *w, struct walk *k)
 			break;
 		}
 		skipping = r == 0;
+		if (!skipping && (rc = blocks_begin(w, cur, &blocks)))
+			break;
 	}
 	archive_entry_free(cur);
 	return rc;

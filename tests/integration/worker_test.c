@@ -644,6 +644,40 @@ START_TEST(test_tree_exclude)
 }
 END_TEST
 
+/* --block-size: a tree's files of fixed-size pages change one chunk per
+ * changed page; --chunk-avg outside what the repository allows is refused. */
+START_TEST(test_tree_blocks)
+{
+	init_repo(NULL);
+	RUN_EXPECT(0,
+	           "cd %s && mkdir -p t && head -c 4194304 /dev/urandom > t/rel && "
+	           "echo small > t/small",
+	           dp_test_dir);
+	dp_test_result r;
+	ck_assert_int_eq(
+	    run(&r, "%s push --repo %s --json --block-size 8K t %s", W(), repo, P("t")), 0);
+	/* 512 blocks of the file (content-defined 16K chunks would be ~256) */
+	ck_assert_msg(json_num(r.out, "blobs") >= 512, "%s", r.out);
+	dp_test_result_free(&r);
+	/* one byte of page 100 changes */
+	RUN_EXPECT(0, "printf x | dd of=%s bs=1 seek=$((100 * 8192 + 17)) conv=notrunc status=none",
+	           P("t/rel"));
+	ck_assert_int_eq(
+	    run(&r, "%s push --repo %s --json --block-size 8K t %s", W(), repo, P("t")), 0);
+	/* the changed page, and the chunk(s) of tar headers whose mtime moved */
+	ck_assert_msg(json_num(r.out, "blobs_new") >= 1 && json_num(r.out, "blobs_new") <= 3, "%s",
+	              r.out);
+	dp_test_result_free(&r);
+	ck_assert_int_eq(run(&r, "%s pull --repo %s --tar t - | tar -xOf - rel | cmp - %s", W(),
+	                     repo, P("t/rel")),
+	                 0);
+	dp_test_result_free(&r);
+	RUN_EXPECT(2, "%s push --repo %s --block-size 8K f %s", W(), repo, P("t/rel"));
+	RUN_EXPECT(2, "%s push --repo %s --chunk-avg 1M t %s", W(), repo, P("t"));
+	RUN_EXPECT(2, "%s push --repo %s --chunk-avg 3K t %s", W(), repo, P("t"));
+}
+END_TEST
+
 START_TEST(test_tree_unreadable_entry)
 {
 	if (geteuid() != 0)
@@ -1197,6 +1231,7 @@ static Suite *worker_suite(void)
 	ADD(s, test_tree_roundtrip);
 	ADD(s, test_tree_holding_the_repo);
 	ADD(s, test_tree_exclude);
+	ADD(s, test_tree_blocks);
 	ADD(s, test_tree_unreadable_entry);
 	ADD(s, test_ls_stat_rm);
 	ADD(s, test_newest_within_one_second);
