@@ -459,7 +459,11 @@ int dp_push_begin(dp_push **out, dp_repo *r, const char *name, const char *kind)
 		goto fail;
 
 	p->nworkers = dp_repo_nthreads(r);
-	p->nuploaders = (r->b->features & DP_BACKEND_F_PARALLEL) ? 4 : 2;
+	/* A pack buffer is ~17 MiB of the push's memory. On a path one upload
+	 * (write, fsync) takes far less than filling the next pack, so one
+	 * uploader and one spare buffer suffice; a network backend keeps more
+	 * uploads in flight. */
+	p->nuploaders = (r->b->features & DP_BACKEND_F_PARALLEL) ? 3 : 1;
 	p->njobs = (size_t)p->nworkers * 2 + 2;
 	p->npacks = (size_t)p->nuploaders + 1;
 	size_t sealed_cap = dp_frame_sealed_bound(dp_frame_max(r));
