@@ -42,8 +42,8 @@
  *
  * Threads: wal-push hashes and compresses the parts of a file on short-lived
  * threads that only read the mapped file and write disjoint buffers, joined
- * before anything is stored; wal-fetch hashes on a second thread while it
- * writes. Everything else is single-threaded; every buffer is owned here.
+ * before anything is stored. Everything else is single-threaded; every
+ * buffer is owned here.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -396,10 +396,8 @@ out:
 }
 
 /* Writes data to path through a temp file and a rename, so a reader never
- * sees part of it. check (may be NULL) runs after the data is written and
- * before the rename: non-zero leaves nothing at path. */
-static int write_file_checked(const char *path, const void *data, size_t len, bool durable,
-                              int (*check)(void *), void *arg)
+ * sees part of it. */
+static int write_file(const char *path, const void *data, size_t len, bool durable)
 {
 	char tmp[4096];
 	int n = snprintf(tmp, sizeof(tmp), "%s.dp-tmp-%ld", path, (long)getpid());
@@ -426,18 +424,11 @@ static int write_file_checked(const char *path, const void *data, size_t len, bo
 		rc = dp_error_errno(DP_ERROR, errno, "cannot fsync \"%s\"", tmp);
 	if (close(fd) != 0 && !rc)
 		rc = dp_error_errno(DP_ERROR, errno, "cannot close \"%s\"", tmp);
-	if (!rc && check)
-		rc = check(arg);
 	if (!rc && rename(tmp, path) != 0)
 		rc = dp_error_errno(DP_ERROR, errno, "cannot rename \"%s\" to \"%s\"", tmp, path);
 	if (rc)
 		unlink(tmp);
 	return rc;
-}
-
-static int write_file(const char *path, const void *data, size_t len, bool durable)
-{
-	return write_file_checked(path, data, len, durable, NULL, NULL);
 }
 
 /* Parses a stored object's header; payload points into obj. */
@@ -454,14 +445,14 @@ static int parse_obj(const dp_buf *obj, const char *key, int *codec, uint64_t *s
 	return 0;
 }
 
-/* Decodes a stored object into raw bytes and checks the size; the caller
- * checks the SHA-256 of raw against *hash_out (a pointer into obj). */
-static int decode_obj(const dp_buf *obj, const char *key, dp_buf *raw, const uint8_t **hash_out)
+/* Decodes a stored object into raw bytes and checks size and hash. */
+static int decode_obj(const dp_buf *obj, const char *key, dp_buf *raw)
 {
 	int codec;
 	uint64_t size;
 	const uint8_t *hash, *payload;
 	size_t plen;
+	uint8_t h[DP_HASH_LEN];
 	int rc = parse_obj(obj, key, &codec, &size, &hash, &payload, &plen);
 	if (rc)
 		return rc;
@@ -481,7 +472,11 @@ static int decode_obj(const dp_buf *obj, const char *key, dp_buf *raw, const uin
 			                    key);
 	}
 	raw->len = (size_t)size;
-	*hash_out = hash;
+	if ((rc = dp_sha256(h, raw->data, raw->len)))
+		return rc;
+	if (memcmp(h, hash, DP_HASH_LEN) != 0)
+		return dp_error_set(DP_ECORRUPT, "archived file \"%s\" does not match its hash",
+		                    key);
 	return 0;
 }
 
@@ -783,36 +778,11 @@ out:
 
 /* ---- wal-fetch ---- */
 
-/* wal-fetch's hash check, run before the fetched file gets its name. */
-typedef struct fetch_ctx {
-	hash_job job;
-	pthread_t thread;
-	bool running;
-	const uint8_t *want;
-	const char *key;
-} fetch_ctx;
-
-static int fetch_check(void *arg)
-{
-	fetch_ctx *c = arg;
-	if (c->running) {
-		pthread_join(c->thread, NULL);
-		c->running = false;
-	}
-	if (c->job.rc)
-		return c->job.rc;
-	if (memcmp(c->job.h, c->want, DP_HASH_LEN) != 0)
-		return dp_error_set(DP_ECORRUPT, "archived file \"%s\" does not match its hash",
-		                    c->key);
-	return 0;
-}
-
 int dp_worker_wal_fetch(int argc, char **argv)
 {
 	wal_opts o = {.level = -1};
 	wal_env e = {0};
 	dp_buf obj = {0}, raw = {0};
-	fetch_ctx fc = {0};
 	char key[512];
 	const dp_cli_cmd cmd = {
 	    .prog = "dp-worker wal-fetch",
@@ -841,23 +811,10 @@ int dp_worker_wal_fetch(int argc, char **argv)
 		rc = dp_error_set(DP_ENOTFOUND, "\"%s\" is not in archive \"%s\"", name, e.archive);
 		goto out;
 	}
-	const uint8_t *want = NULL;
-	if (rc || (rc = decode_obj(&obj, key, &raw, &want)))
+	if (rc || (rc = decode_obj(&obj, key, &raw)))
 		goto out;
-	/* The hash is checked on a second thread while the file is written, and
-	 * before it gets its name: a file that does not match never appears. */
-	fc.job.p = raw.data;
-	fc.job.len = raw.len;
-	fc.want = want;
-	fc.key = key;
-	if (pthread_create(&fc.thread, NULL, hash_run, &fc.job) == 0)
-		fc.running = true;
-	else
-		hash_run(&fc.job);
-	rc = write_file_checked(dest, raw.data, raw.len, false, fetch_check, &fc);
+	rc = write_file(dest, raw.data, raw.len, false);
 out:
-	if (fc.running)
-		pthread_join(fc.thread, NULL);
 	dp_buf_free(&obj);
 	dp_buf_free(&raw);
 	env_close(&e);
