@@ -13,7 +13,8 @@
 #   before       BEFORE=/path/to/old/dp-worker: that binary, passphrase config
 #
 # Prints, per configuration, min / p25 / median / p75 / max wall ms of the
-# process (fork to exit, as archive_command sees it). Needs root (the server runs as
+# process (fork to exit, as archive_command sees it) and its median CPU ms
+# (user+sys, all threads: steadier than wall time on a busy machine). Needs root (the server runs as
 # nobody). The machine is shared: repeat (ROUNDS) and compare medians.
 #
 #   bash bench/wal.sh                         # BIN=bin
@@ -27,8 +28,8 @@ W=$BIN/dp-worker
 PGB=${DP_PG_BIN:-/usr/lib/postgresql/15/bin}
 ROUNDS=${ROUNDS:-2}
 SCALE=${SCALE:-8}
-SECONDS_TPCB=${SECONDS_TPCB:-60}
-MIN_SEGS=${MIN_SEGS:-20}
+SECONDS_TPCB=${SECONDS_TPCB:-30}
+MIN_SEGS=${MIN_SEGS:-24}
 [ -x "$W" ] || { echo "bench/wal.sh: build first (make); BIN=$BIN" >&2; exit 2; }
 
 dir=$(mktemp -d /tmp/dp-bench-wal-XXXXXX)
@@ -62,7 +63,11 @@ if [ -z "$segs" ]; then
 	runuser -u nobody -- "$PGB/pg_ctl" -D "$pgdata" -l "$dir/pg.log" -w start >/dev/null
 	pgq() { "$PGB/psql" -X -A -t -q -h 127.0.0.1 -p "$port" -U postgres -c "$1"; }
 	"$PGB/pgbench" -q -h 127.0.0.1 -p "$port" -U postgres -i -s "$SCALE" postgres >/dev/null 2>&1
-	"$PGB/pgbench" -h 127.0.0.1 -p "$port" -U postgres -c 2 -j 2 -T "$SECONDS_TPCB" postgres >/dev/null 2>&1
+	# TPC-B until there are enough segments (its rate depends on the machine).
+	for _ in $(seq 20); do
+		"$PGB/pgbench" -h 127.0.0.1 -p "$port" -U postgres -c 2 -j 2 -T "$SECONDS_TPCB" postgres >/dev/null 2>&1
+		[ "$(find "$segs" -type f | wc -l)" -lt "$MIN_SEGS" ] || break
+	done
 	pgq "SELECT pg_switch_wal()" >/dev/null
 	for _ in $(seq 100); do
 		[ "$(pgq "SELECT last_archived_wal IS NOT NULL AND last_archived_wal >= pg_walfile_name(pg_current_wal_lsn()) FROM pg_stat_archiver")" = t ] && break
@@ -77,18 +82,26 @@ export DP_REPO_PASSPHRASE=bench-wal-pass
 repo=$dir/repo
 "$BIN/dp" repo init --repo "$repo" >/dev/null
 "$W" key-add --repo "$repo" --label "bench" --out "$dir/key" >/dev/null
+# The old binary gets a repository without key slots (it would warn about
+# each one it cannot read).
+"$BIN/dp" repo init --repo "$dir/repo-before" >/dev/null
 (
 	umask 077
 	printf 'repo = %s\nkey-file = %s\narchive = a-key\n' "$repo" "$dir/key" >"$dir/key.conf"
 	printf 'repo = %s\npassphrase = %s\narchive = a-pass\n' "$repo" "$DP_REPO_PASSPHRASE" >"$dir/passphrase.conf"
-	printf 'repo = %s\npassphrase = %s\narchive = a-before\n' "$repo" "$DP_REPO_PASSPHRASE" >"$dir/before.conf"
+	printf 'repo = %s\npassphrase = %s\narchive = a-before\n' "$dir/repo-before" "$DP_REPO_PASSPHRASE" >"$dir/before.conf"
 )
 unset DP_REPO_PASSPHRASE
 
-# stats FILE: min p25 median p75 max of the microsecond values, in ms.
+# Each timed run appends "wall user sys" (seconds) to its file.
+TIMEFORMAT='%3R %3U %3S'
+# stats FILE: min p25 median p75 max of the wall times, and the median
+# CPU (user+sys), in ms.
 stats() {
-	sort -n "$1" | awk '{a[NR]=$1/1000} END {printf "%6.1f %6.1f %6.1f %6.1f %6.1f  (n=%d)\n",
-		a[1], a[int(NR/4)+1], a[int((NR+1)/2)], a[int(3*NR/4)+1], a[NR], NR}'
+	local cpu
+	cpu=$(awk '{print ($2+$3)*1000}' "$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+	awk '{print $1*1000}' "$1" | sort -n | awk -v cpu="$cpu" '{a[NR]=$1} END {printf "%6.1f %6.1f %6.1f %6.1f %6.1f %6.1f  (n=%d)\n",
+		a[1], a[int(NR/4)+1], a[int((NR+1)/2)], a[int(3*NR/4)+1], a[NR], cpu, NR}'
 }
 
 declare -A mode_bin=([key]=$W [passphrase]=$W)
@@ -98,7 +111,7 @@ if [ -n "${BEFORE:-}" ]; then
 	modes+=(before)
 fi
 printf '%d segments of 16 MiB, %d rounds; wall ms per process\n' "${#files[@]}" "$ROUNDS"
-printf '%-22s %6s %6s %6s %6s %6s\n' "" min p25 median p75 max
+printf '%-22s %6s %6s %6s %6s %6s %6s\n' "" min p25 median p75 max cpu
 for m in "${modes[@]}"; do
 	: >"$dir/$m.push"
 	: >"$dir/$m.fetch"
@@ -108,19 +121,13 @@ for r in $(seq "$ROUNDS"); do
 		b=${mode_bin[$m]}
 		names=()
 		for f in "${files[@]}"; do names+=("$(basename "$f")"); done
-		"$W" wal-rm --config "$dir/$m.conf" "${names[@]}" >/dev/null
+		"$b" wal-rm --config "$dir/$m.conf" "${names[@]}" >/dev/null
 		for f in "${files[@]}"; do
-			s=$(date +%s%N)
-			"$b" wal-push --config "$dir/$m.conf" "$f"
-			e=$(date +%s%N)
-			echo "$(((e - s) / 1000))" >>"$dir/$m.push"
+			{ time "$b" wal-push --config "$dir/$m.conf" "$f"; } 2>>"$dir/$m.push"
 		done
 		for f in "${files[@]}"; do
 			n=$(basename "$f")
-			s=$(date +%s%N)
-			"$b" wal-fetch --config "$dir/$m.conf" "$n" "$dir/fetched"
-			e=$(date +%s%N)
-			echo "$(((e - s) / 1000))" >>"$dir/$m.fetch"
+			{ time "$b" wal-fetch --config "$dir/$m.conf" "$n" "$dir/fetched"; } 2>>"$dir/$m.fetch"
 			cmp -s "$f" "$dir/fetched" || { echo "bench/wal.sh: $n fetched differs ($m)" >&2; exit 1; }
 		done
 	done

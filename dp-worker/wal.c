@@ -40,7 +40,10 @@
  * (archive objects are independent of snapshots, and prune leaves wal/
  * alone).
  *
- * Single-threaded apart from zstd's own workers; every buffer is owned here.
+ * Threads: wal-push hashes and compresses the parts of a file on short-lived
+ * threads that only read the mapped file and write disjoint buffers, joined
+ * before anything is stored. Everything else is single-threaded; every
+ * buffer is owned here.
  */
 #include <errno.h>
 #include <fcntl.h>

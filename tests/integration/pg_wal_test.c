@@ -81,6 +81,9 @@ START_TEST(wal_push_cli_failures)
 	ck_assert_int_eq(chmod(conf, 0600), 0);
 
 	/* Works; timed. Then identical re-push ok, different bytes refused. */
+	/* As PostgreSQL hands over a segment: already on disk (a fresh dirty
+	 * file would be flushed by the push's own fsync on ext4). */
+	sync();
 	double t0 = now_s();
 	st = dp_test_run(&r, "env -u DP_REPO_PASSPHRASE %s wal-push --config %s %s", w, conf, seg);
 	double dt = now_s() - t0;
@@ -282,6 +285,9 @@ START_TEST(key_slot_cli)
 	ck_assert_int_eq(fclose(f), 0);
 	ck_assert_int_eq(chmod(conf, 0600), 0);
 	/* No passphrase anywhere in the environment from here on. */
+	/* As PostgreSQL hands over a segment: already on disk (a fresh dirty
+	 * file would be flushed by the push's own fsync on ext4). */
+	sync();
 	double t0 = now_s();
 	int rc =
 	    dp_test_run(&r, "env -u DP_REPO_PASSPHRASE %s wal-push --config %s %s", w, conf, seg);
@@ -413,6 +419,9 @@ START_TEST(archive_uses_a_key_slot)
 	snprintf(seg, sizeof(seg), "%s/000000010000000000000077", pg.base);
 	dp_test_write_data(seg, 16u << 20, 77, true);
 	ck_assert_int_eq(chmod(seg, 0644), 0);
+	/* As PostgreSQL hands over a segment: already on disk (a fresh dirty
+	 * file would be flushed by the push's own fsync on ext4). */
+	sync();
 	double t0 = now_s();
 	st = dp_pg_script(&r, &pg, "env -u DP_REPO_PASSPHRASE $DP_WORKER wal-push --config %s %s",
 	                  conf, seg);
@@ -460,6 +469,62 @@ START_TEST(archive_uses_a_key_slot)
 }
 END_TEST
 
+/* wal-fetch checks what it writes: an object whose bytes do not match the
+ * SHA-256 in its header, or a stored object with one byte flipped, exits 4
+ * and leaves nothing at DEST. */
+START_TEST(fetch_checks_what_it_writes)
+{
+	char repo[PATH_MAX], dest[PATH_MAX], obj[PATH_MAX];
+	dp_test_result r;
+	const char *w = dp_test_bin("dp-worker");
+	snprintf(repo, sizeof(repo), "%s/repo", dp_test_dir);
+	snprintf(dest, sizeof(dest), "%s/dest", dp_test_dir);
+	setenv("DP_REPO_PASSPHRASE", "wal-fetch-test", 1);
+	ck_assert_int_eq(dp_test_run(&r, "%s repo init --repo %s", dp_test_bin("dp"), repo), 0);
+	dp_test_result_free(&r);
+
+	/* A well-sealed object whose header names the wrong hash. */
+	dp_repo *rp = NULL;
+	ck_assert_int_eq(dp_repo_open(&rp, repo, NULL, "wal-fetch-test"), 0);
+	uint8_t o[48 + 100] = {'D', 'P', 'W', '1', 0};
+	o[8] = 100; /* raw size 100, little endian */
+	memset(o + 16, 0xab, 32); /* not the SHA-256 of the payload */
+	memset(o + 48, 'x', 100);
+	ck_assert_int_eq(dp_repo_put_file(rp, "wal/a1/000000010000000000000005", o, sizeof(o)), 0);
+	dp_repo_free(rp);
+	ck_assert_int_eq(dp_test_run(&r,
+	                             "%s wal-fetch --repo %s --archive a1 "
+	                             "000000010000000000000005 %s",
+	                             w, repo, dest),
+	                 4);
+	ck_assert_ptr_nonnull(strstr(r.err, "does not match its hash"));
+	dp_test_result_free(&r);
+	ck_assert_int_ne(access(dest, F_OK), 0);
+
+	/* A real segment, then one byte of its stored object flipped. */
+	char seg[PATH_MAX];
+	snprintf(seg, sizeof(seg), "%s/000000010000000000000006", dp_test_dir);
+	dp_test_write_data(seg, 16u << 20, 6, true);
+	ck_assert_int_eq(dp_test_run(&r, "%s wal-push --repo %s --archive a1 %s", w, repo, seg), 0);
+	dp_test_result_free(&r);
+	snprintf(obj, sizeof(obj), "%s/wal/a1/000000010000000000000006", repo);
+	FILE *f = fopen(obj, "r+b");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fseek(f, 1000, SEEK_SET), 0);
+	int ch = fgetc(f);
+	ck_assert_int_eq(fseek(f, 1000, SEEK_SET), 0);
+	fputc(ch ^ 0xff, f);
+	fclose(f);
+	ck_assert_int_eq(dp_test_run(&r,
+	                             "%s wal-fetch --repo %s --archive a1 "
+	                             "000000010000000000000006 %s",
+	                             w, repo, dest),
+	                 4);
+	dp_test_result_free(&r);
+	ck_assert_int_ne(access(dest, F_OK), 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("pg_wal");
@@ -469,6 +534,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, wal_push_cli_failures);
 	tcase_add_test(tc, archiver_retries_nothing_lost);
 	tcase_add_test(tc, key_slot_cli);
+	tcase_add_test(tc, fetch_checks_what_it_writes);
 	tcase_add_test(tc, archive_uses_a_key_slot);
 	suite_add_tcase(s, tc);
 	return s;
