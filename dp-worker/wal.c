@@ -1033,11 +1033,12 @@ out:
  * producer did not finish, and the push is abandoned (no snapshot), so a
  * truncated stream is never recorded as a backup. */
 
-enum { OPT_META_FILE = 1, OPT_SP_LEVEL };
+enum { OPT_META_FILE = 1, OPT_SP_LEVEL, OPT_SP_CHUNK_AVG };
 
 typedef struct sp_opts {
 	const char *meta_file;
 	long level; /* 0: the repository's */
+	uint64_t chunk_avg; /* 0: the repository's */
 } sp_opts;
 
 static int sp_on_opt(int val, const char *arg, void *ctx)
@@ -1049,12 +1050,15 @@ static int sp_on_opt(int val, const char *arg, void *ctx)
 	}
 	if (val == OPT_SP_LEVEL)
 		return dp_cli_parse_int(&o->level, "--zstd-level", arg, 1, 19);
+	if (val == OPT_SP_CHUNK_AVG)
+		return dp_cli_parse_size(&o->chunk_avg, "--chunk-avg", arg, 1024, 64u << 20);
 	return dp_error_set(DP_EUSAGE, "unexpected option");
 }
 
 static const struct option sp_options[] = {
     {"meta-file", required_argument, NULL, OPT_META_FILE},
     {"zstd-level", required_argument, NULL, OPT_SP_LEVEL},
+    {"chunk-avg", required_argument, NULL, OPT_SP_CHUNK_AVG},
     {0},
 };
 
@@ -1077,6 +1081,7 @@ int dp_worker_stream_push(int argc, char **argv)
 	             "                     JSON object the push is abandoned: no snapshot.\n"
 	             "  --zstd-level N     compress new blobs at level N (default: the\n"
 	             "                     repository\'s)\n"
+	             "  --chunk-avg N      cut chunks of N bytes on average (as push)\n"
 	             "  --json             print the result as JSON (as push --json)\n",
 	    .examples = "( tool-that-streams && echo '{\"end\":\"0/3000100\"}' > m.json ) |\n"
 	                "  dp-worker stream-push --meta-file m.json db1-full-1",
@@ -1104,6 +1109,8 @@ int dp_worker_stream_push(int argc, char **argv)
 		goto out;
 	if (o.level > 0)
 		dp_repo_set_zstd_level(repo, (int)o.level);
+	if (o.chunk_avg && (rc = dp_repo_set_chunk_avg(repo, (uint32_t)o.chunk_avg)))
+		goto out;
 	if ((rc = dp_push_begin(&push, repo, name, "stream")))
 		goto out;
 	const size_t cap = 1u << 20;
