@@ -376,7 +376,8 @@ static void *uploader_main(void *arg)
 
 /* ---- the caller's side ---- */
 
-static void push_free(dp_push *p)
+/* The pipeline's buffers (jobs, packs), once its threads are joined. */
+static void free_buffers(dp_push *p)
 {
 	for (size_t i = 0; p->jobs && i < p->njobs; i++) {
 		free(p->jobs[i].raw);
@@ -387,9 +388,16 @@ static void push_free(dp_push *p)
 		free(p->jobs[i].member_ids);
 	}
 	free(p->jobs);
+	p->jobs = NULL;
 	for (size_t i = 0; p->packs && i < p->npacks; i++)
 		dp_packer_free(&p->packs[i].k);
 	free(p->packs);
+	p->packs = NULL;
+}
+
+static void push_free(dp_push *p)
+{
+	free_buffers(p);
 	free(p->workers);
 	dp_index_free(&p->known);
 	dp_keylist_free(&p->known_keys);
@@ -680,14 +688,20 @@ int dp_push_commit(dp_push *p, dp_push_result *res)
 		submit(p);
 	p->cur = NULL;
 	push_join(p);
+	/* From here on memory is freed as soon as it has served: the snapshot
+	 * of a long stream is large, and sealing it takes two more copies. */
+	free_buffers(p);
 	if ((rc = push_error(p)) || (rc = still_valid(p)))
 		goto out;
+	dp_index_free(&p->known);
 	if (p->fresh.count && (rc = dp_index_write(p->r, &p->fresh, &p->stored)))
 		goto out;
+	dp_index_free(&p->fresh);
 	p->info.size = p->size;
 	p->info.blobs = p->blobs;
 	if ((rc = dp_snapshot_encode(&p->info, p->entries.data, p->blobs, &snap)))
 		goto out;
+	dp_buf_free(&p->entries);
 	/* The snapshot last: only now does the backup exist. */
 	if ((rc = dp_object_write(p->r, "snapshot", "snapshots", snap.data, snap.len, id,
 	                          &p->stored)))
