@@ -211,15 +211,24 @@ EOC
 	rm -rf "$d"
 }
 
+# The order rotates from run to run, so that no tool always comes first
+# (right after the template is made) or after the same neighbour.
+tools=()
+for m in $METHODS; do
+	case "$m" in
+	filebackup | basebackup) tools+=("$m") ;;
+	*) echo "bench/pg.sh: unknown method \"$m\" in METHODS" >&2; exit 2 ;;
+	esac
+done
+tools+=(pgbackrest)
 for run in $(seq "$RUNS"); do
-	for m in $METHODS; do
-		case "$m" in
+	for ((i = 0; i < ${#tools[@]}; i++)); do
+		case "${tools[$(((i + run - 1) % ${#tools[@]}))]}" in
 		filebackup) run_dp dp-files backup-files.sh ;;
 		basebackup) run_dp dp-bb backup-full.sh ;;
-		*) echo "bench/pg.sh: unknown method \"$m\" in METHODS" >&2; exit 2 ;;
+		pgbackrest) run_pbr ;;
 		esac
 	done
-	run_pbr
 done
 
 # ---- the table (medians over the runs) ----

@@ -7,10 +7,12 @@
 #      replication slot (so the server keeps every WAL segment from here on,
 #      whatever checkpoints and archiving do meanwhile), then
 #      pg_backup_start(label, fast => true);
-#   2. dp-worker push --trailer reads the data directory (files read ahead
-#      on one thread while chunking, hashing, compression and encryption
-#      run on the others) into one tree snapshot, leaving out what the
-#      PostgreSQL documentation says to leave out (below);
+#   2. dp-worker push --trailer (started first, so that opening the
+#      repository overlaps with the checkpoint; it waits for "tree") reads
+#      the data directory (files read ahead on one thread while chunking,
+#      hashing, compression and encryption run on the others) into one
+#      tree snapshot, leaving out what the PostgreSQL documentation says
+#      to leave out (below);
 #   3. once the tree is read (dp-worker prints "tree-read"):
 #      pg_backup_stop(wait_for_archive => false), and dp-worker appends to
 #      the same tar stream the WAL segments from the start to the stop
@@ -85,6 +87,10 @@ esac
 		postmaster.pid postmaster.opts pg_internal.init 'pgsql_tmp*' \
 		backup_label backup_label.old tablespace_map tablespace_map.old backup_manifest \
 		postgresql.auto.conf.tmp current_logfiles.tmp 'base/*/t[0-9]*_[0-9]*'
+	# pg_wal elsewhere (initdb -X): the link is left out, the restored
+	# directory gets a real pg_wal with the backup's segments (as
+	# pg_basebackup does), never a link into the source's WAL.
+	[ ! -L "$data/pg_wal" ] || printf '%s\n' pg_wal
 	# Unlogged relations: only their init fork is kept (recovery resets
 	# them from it).
 	for f in "$data"/base/*/*_init; do
@@ -94,6 +100,22 @@ esac
 		printf '%s\n' "$r" "$r.[0-9]*" "${r}_fsm" "${r}_fsm.[0-9]*" "${r}_vm" "${r}_vm.[0-9]*"
 	done
 } >"$work/exclude"
+
+# ---- dp-worker first: opening the repository (key derivation) overlaps
+# with the session's start and checkpoint; it reads nothing before "tree" ----
+mkfifo "$work/in" "$work/out"
+"$DPW" push --quiet --json --trailer --exclude-from "$work/exclude" ${DP_ZSTD_LEVEL:+--zstd-level "$DP_ZSTD_LEVEL"} \
+	"${REPO_ARGS[@]}" "$name" "$data" <"$work/in" >"$work/out" 2>"$work/push.err" &
+pushpid=$!
+exec {push_in}>"$work/in" {push_out}<"$work/out"
+push_failed() {
+	local rc=0
+	exec {push_in}>&-
+	wait "$pushpid" 2>/dev/null || rc=$?
+	pushpid=""
+	grep -v '^$' "$work/push.err" >&2 || true
+	pg_die "storing backup \"$name\" in the repository failed (dp-worker exit $rc); no backup \"$name\" was recorded"
+}
 
 # ---- the session ----
 coproc PSQL { "$PGBIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 2>"$work/psql.err"; }
@@ -110,23 +132,13 @@ if [ "$REPLY" = t ]; then
 else
 	pg_log "warning: no temporary replication slot (needs REPLICATION and a free max_replication_slots entry): the WAL of the backup must still be in pg_wal at its end"
 fi
+IFS= read -r line <&"$push_out" || push_failed
+[ "$line" = ready ] || push_failed
 sq "SELECT pg_backup_start('dp $name', true);"
 start_lsn=$REPLY
 
 # ---- the tree ----
-mkfifo "$work/in" "$work/out"
-"$DPW" push --quiet --json --trailer --exclude-from "$work/exclude" ${DP_ZSTD_LEVEL:+--zstd-level "$DP_ZSTD_LEVEL"} \
-	"${REPO_ARGS[@]}" "$name" "$data" <"$work/in" >"$work/out" 2>"$work/push.err" &
-pushpid=$!
-exec {push_in}>"$work/in" {push_out}<"$work/out"
-push_failed() {
-	local rc=0
-	exec {push_in}>&-
-	wait "$pushpid" 2>/dev/null || rc=$?
-	pushpid=""
-	grep -v '^$' "$work/push.err" >&2 || true
-	pg_die "storing backup \"$name\" in the repository failed (dp-worker exit $rc); no backup \"$name\" was recorded"
-}
+printf 'tree\n' >&"$push_in" 2>/dev/null || push_failed
 IFS= read -r line <&"$push_out" || push_failed
 [ "$line" = tree-read ] || push_failed
 

@@ -305,6 +305,11 @@ if [ "$rc" -ne 0 ]; then
 	[ "$inplace" = true ] || rm -rf "$target"
 	pg_die "pulling \"$base\" failed (dp-worker exit $rc); nothing was changed"
 fi
+# A backup of a server whose pg_wal was a link holds the segments but not
+# the directory's own entry: make it the owner's.
+if [ -d "$dest/pg_wal" ] && [ ! -L "$dest/pg_wal" ] && [ "$(stat -c %U "$dest/pg_wal")" != "$owner" ]; then
+	chown "$owner:" "$dest/pg_wal" && chmod 700 "$dest/pg_wal"
+fi
 
 # Configuration. In place, the current server's configuration is kept.
 if [ "$inplace" = true ]; then
