@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
-# PostgreSQL physical backups: dp against pgBackRest on the same data.
+# PostgreSQL physical backups: dp's two full-backup methods against
+# pgBackRest on the same data.
 #
 # One PostgreSQL 15 cluster with data checksums (pgbench scale 100 plus a
-# less compressible table of random text) is made once and copied, so both
-# tools start from the same bytes. On each copy, in one run: a full backup;
+# less compressible table of random text) is made once and copied, so every
+# tool starts from the same bytes. On each copy, in one run: a full backup;
 # heavy churn (pgbench -c 2 -j 2 -t 20000); a second backup; light churn
 # (-t 1000); a third backup; a restore of the third backup into a new
-# directory, durable (dp: pull | tar -x, then syncfs; pgBackRest fsyncs
-# every file itself). dp: methods/postgresql/scripts/backup-full.sh
-# (pg_basebackup | dp-worker stream-push). pgBackRest 2.45: zst, process-max
-# 2, posix repo, full then incr, incr.
+# directory, durable. dp: methods/postgresql/scripts/backup-files.sh
+# (postgresql-filebackup: pg_backup_start, dp-worker push --trailer of the
+# data directory, pg_backup_stop, WAL + backup_label) and backup-full.sh
+# (postgresql-basebackup: pg_basebackup | dp-worker stream-push); restore
+# is restore.sh's data path, dp-worker pull NAME DIR (extracts itself,
+# syncfs before it exits). pgBackRest 2.45: zst, process-max 2, posix repo,
+# full then incr, incr; its restore fsyncs every file.
 #
-# Prints wall time, CPU (user+sys of every process of the step), peak RSS
-# (largest process of the step), bytes added to each repository, and the
-# dp/pgBackRest ratios. Needs root (the servers run as nobody).
+# Prints, per dp method, the medians over RUNS runs of wall time, CPU
+# (user+sys of every process of the step), peak RSS (largest process of the
+# step), bytes added to each repository, and the dp/pgBackRest ratios; then
+# every run's numbers. Needs root (the servers run as nobody).
 #
-#   bash bench/pg.sh                      # BIN=bin, scale 100
+#   bash bench/pg.sh                      # BIN=bin, scale 100, 1 run, both methods
+#   RUNS=3 bash bench/pg.sh               # medians of 3 runs (the machine is noisy)
+#   METHODS=filebackup bash bench/pg.sh   # one dp method (filebackup, basebackup)
 #   SCALE=10 BENCH_DIR=/tmp/x bash bench/pg.sh
 #   DP_INIT_OPTS="--chunk-avg 16K" bash bench/pg.sh   # repo init options
 #   DP_ZSTD_LEVEL= bash bench/pg.sh       # the repository's zstd level instead
-#                                         # of the ActionSet's (1)
+#                                         # of the ActionSets' (1)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +36,8 @@ SCALE=${SCALE:-100}
 HEAVY=${HEAVY:-20000}
 LIGHT=${LIGHT:-1000}
 RANDTEXT_ROWS=${RANDTEXT_ROWS:-1000000}
+RUNS=${RUNS:-1}
+METHODS=${METHODS:-filebackup basebackup}
 U=nobody
 [ "$(id -u)" -eq 0 ] || { echo "bench/pg.sh: run as root (servers run as $U)" >&2; exit 2; }
 command -v pgbackrest >/dev/null || { echo "bench/pg.sh: pgbackrest is not installed (scripts/install-deps.sh)" >&2; exit 2; }
@@ -37,7 +46,7 @@ command -v pgbackrest >/dev/null || { echo "bench/pg.sh: pgbackrest is not insta
 dir=${BENCH_DIR:-$(mktemp -d /tmp/dp-bench-pg-XXXXXX)}
 mkdir -p "$dir" && chown "$U" "$dir" && chmod 755 "$dir"
 cleanup() {
-	for d in "$dir"/tmpl "$dir"/dp/data "$dir"/pbr/data "$dir"/dp/restore "$dir"/pbr/restore; do
+	for d in "$dir"/tmpl "$dir"/*/data; do
 		[ -f "$d/postmaster.pid" ] || continue
 		pid=$(head -n 1 "$d/postmaster.pid")
 		kill -INT "$pid" 2>/dev/null || true
@@ -116,100 +125,136 @@ added() { # LABEL REPO BEFORE
 : >"$dir/results"
 : >"$dir/added"
 
-# ---- dp ----
-echo "== dp" >&2
-mkdir -p "$dir/dp" && chown "$U" "$dir/dp"
-cp -a "$dir/tmpl" "$dir/dp/data"
-P=$(port_of)
-start_pg "$dir/dp/data" "$P"
-sync # the copy's writeback must not run during the timed backup
-sleep 2
-export DP_ZSTD_LEVEL=${DP_ZSTD_LEVEL-1} # as the postgresql-basebackup ActionSet sets it
-export DP_REPO=$dir/dp/repo DP_REPO_PASSPHRASE=bench-passphrase DP_WORKER=$BIN/dp-worker DP_PG_BIN=$PGB
-export DP_DB_HOST=$dir DP_DB_PORT=$P DP_DB_USER=$U DP_DATA_DIR=$dir/dp/data
-# shellcheck disable=SC2086
-as "$BIN/dp" repo init --repo "$DP_REPO" ${DP_INIT_OPTS:-} >/dev/null
-b=$(repo_bytes "$DP_REPO")
-measure "dp full" runuser -u "$U" -- env DP_BACKUP_NAME=b1 bash "$here/methods/postgresql/scripts/backup-full.sh"
-added "dp full" "$DP_REPO" "$b"
-as "$PGB/pgbench" -n -c 2 -j 2 -t "$HEAVY" -h "$dir" -p "$P" postgres >/dev/null 2>&1
-b=$(repo_bytes "$DP_REPO")
-measure "dp heavy" runuser -u "$U" -- env DP_BACKUP_NAME=b2 DP_PARENT_BACKUP_NAME=b1 bash "$here/methods/postgresql/scripts/backup-full.sh"
-added "dp heavy" "$DP_REPO" "$b"
-as "$PGB/pgbench" -n -c 2 -j 2 -t "$LIGHT" -h "$dir" -p "$P" postgres >/dev/null 2>&1
-b=$(repo_bytes "$DP_REPO")
-measure "dp light" runuser -u "$U" -- env DP_BACKUP_NAME=b3 DP_PARENT_BACKUP_NAME=b2 bash "$here/methods/postgresql/scripts/backup-full.sh"
-added "dp light" "$DP_REPO" "$b"
-stop_pg "$dir/dp/data"
-settle
-as mkdir -m 700 "$dir/dp/restore"
-# The data path of restore.sh: pull (with a 1 MiB pipe) | tar -x, then syncfs.
-measure "dp restore" runuser -u "$U" -- bash -c "set -o pipefail; perl -e 'fcntl(STDOUT, 1031, 1 << 20); exec { \$ARGV[0] } @ARGV' '$BIN/dp-worker' pull --quiet b3 - | tar -x -b 2048 -C '$dir/dp/restore' -f - && sync -f '$dir/dp/restore'"
-rm -rf "$dir/dp/restore" "$dir/dp/data"
+# run_dp LABEL SCRIPT: full, heavy churn, second, light churn, third
+# backup through the method script SCRIPT, then a durable restore of the
+# third (the data path of restore.sh: dp-worker pull extracts and syncfs).
+run_dp() {
+	local label=$1 script=$2 d=$dir/$1 untar=()
+	echo "== $label ($script), run $run" >&2
+	mkdir -p "$d" && chown "$U" "$d"
+	cp -a "$dir/tmpl" "$d/data"
+	P=$(port_of)
+	start_pg "$d/data" "$P"
+	sync # the copy's writeback must not run during the timed backup
+	sleep 2
+	export DP_ZSTD_LEVEL=${DP_ZSTD_LEVEL-1} # as the postgresql ActionSets set it
+	export DP_REPO=$d/repo DP_REPO_PASSPHRASE=bench-passphrase DP_WORKER=$BIN/dp-worker DP_PG_BIN=$PGB
+	export DP_DB_HOST=$dir DP_DB_PORT=$P DP_DB_USER=$U DP_DATA_DIR=$d/data
+	# shellcheck disable=SC2086
+	as "$BIN/dp" repo init --repo "$DP_REPO" ${DP_INIT_OPTS:-} >/dev/null
+	b=$(repo_bytes "$DP_REPO")
+	measure "$label full" runuser -u "$U" -- env DP_BACKUP_NAME=b1 bash "$here/methods/postgresql/scripts/$script"
+	added "$label full" "$DP_REPO" "$b"
+	as "$PGB/pgbench" -n -c 2 -j 2 -t "$HEAVY" -h "$dir" -p "$P" postgres >/dev/null 2>&1
+	b=$(repo_bytes "$DP_REPO")
+	measure "$label heavy" runuser -u "$U" -- env DP_BACKUP_NAME=b2 DP_PARENT_BACKUP_NAME=b1 bash "$here/methods/postgresql/scripts/$script"
+	added "$label heavy" "$DP_REPO" "$b"
+	as "$PGB/pgbench" -n -c 2 -j 2 -t "$LIGHT" -h "$dir" -p "$P" postgres >/dev/null 2>&1
+	b=$(repo_bytes "$DP_REPO")
+	measure "$label light" runuser -u "$U" -- env DP_BACKUP_NAME=b3 DP_PARENT_BACKUP_NAME=b2 bash "$here/methods/postgresql/scripts/$script"
+	added "$label light" "$DP_REPO" "$b"
+	stop_pg "$d/data"
+	[ "$(as "$BIN/dp-worker" stat --json b3 | jq -r .kind)" = tree ] || untar=(--untar)
+	settle
+	as mkdir -m 700 "$d/restore"
+	measure "$label restore" runuser -u "$U" -- "$BIN/dp-worker" pull --quiet "${untar[@]}" b3 "$d/restore"
+	rm -rf "$d"
+}
 
-# ---- pgBackRest ----
-echo "== pgBackRest $(pgbackrest version | cut -d' ' -f2)" >&2
-mkdir -p "$dir/pbr" && chown "$U" "$dir/pbr"
-cp -a "$dir/tmpl" "$dir/pbr/data"
-P=$(port_of)
-conf=$dir/pbr/pgbackrest.conf
-cat >"$conf" <<EOF
+run_pbr() {
+	local d=$dir/pbr
+	echo "== pgBackRest $(pgbackrest version | cut -d' ' -f2), run $run" >&2
+	mkdir -p "$d" && chown "$U" "$d"
+	cp -a "$dir/tmpl" "$d/data"
+	P=$(port_of)
+	conf=$d/pgbackrest.conf
+	cat >"$conf" <<EOC
 [global]
-repo1-path=$dir/pbr/repo
+repo1-path=$d/repo
 repo1-retention-full=10
 compress-type=zst
 process-max=2
 start-fast=y
 log-level-console=warn
 log-level-file=off
-lock-path=$dir/pbr/lock
-spool-path=$dir/pbr/spool
+lock-path=$d/lock
+spool-path=$d/spool
 
 [bench]
-pg1-path=$dir/pbr/data
+pg1-path=$d/data
 pg1-port=$P
 pg1-socket-path=$dir
 pg1-user=$U
-EOF
-chown "$U" "$conf"
-as mkdir -p "$dir/pbr/repo"
-sed -i "s|^archive_command = .*|archive_command = 'pgbackrest --config=$conf --stanza=bench archive-push %p'|" "$dir/pbr/data/postgresql.conf"
-start_pg "$dir/pbr/data" "$P"
-sync
-sleep 2
-as pgbackrest --config="$conf" --stanza=bench stanza-create >/dev/null
-pbr() { as pgbackrest --config="$conf" --stanza=bench "$@"; }
-b=$(repo_bytes "$dir/pbr/repo")
-measure "pgbackrest full" runuser -u "$U" -- pgbackrest --config="$conf" --stanza=bench --type=full backup
-added "pgbackrest full" "$dir/pbr/repo" "$b"
-as "$PGB/pgbench" -n -c 2 -j 2 -t "$HEAVY" -h "$dir" -p "$P" postgres >/dev/null 2>&1
-b=$(repo_bytes "$dir/pbr/repo")
-measure "pgbackrest heavy" runuser -u "$U" -- pgbackrest --config="$conf" --stanza=bench --type=incr backup
-added "pgbackrest heavy" "$dir/pbr/repo" "$b"
-as "$PGB/pgbench" -n -c 2 -j 2 -t "$LIGHT" -h "$dir" -p "$P" postgres >/dev/null 2>&1
-b=$(repo_bytes "$dir/pbr/repo")
-measure "pgbackrest light" runuser -u "$U" -- pgbackrest --config="$conf" --stanza=bench --type=incr backup
-added "pgbackrest light" "$dir/pbr/repo" "$b"
-stop_pg "$dir/pbr/data"
-settle
-as mkdir -m 700 "$dir/pbr/restore"
-measure "pgbackrest restore" runuser -u "$U" -- pgbackrest --config="$conf" --stanza=bench --pg1-path="$dir/pbr/restore" restore
-rm -rf "$dir/pbr/restore" "$dir/pbr/data"
+EOC
+	chown "$U" "$conf"
+	as mkdir -p "$d/repo"
+	sed -i "s|^archive_command = .*|archive_command = 'pgbackrest --config=$conf --stanza=bench archive-push %p'|" "$d/data/postgresql.conf"
+	start_pg "$d/data" "$P"
+	sync
+	sleep 2
+	as pgbackrest --config="$conf" --stanza=bench stanza-create >/dev/null
+	b=$(repo_bytes "$d/repo")
+	measure "pgbackrest full" runuser -u "$U" -- pgbackrest --config="$conf" --stanza=bench --type=full backup
+	added "pgbackrest full" "$d/repo" "$b"
+	as "$PGB/pgbench" -n -c 2 -j 2 -t "$HEAVY" -h "$dir" -p "$P" postgres >/dev/null 2>&1
+	b=$(repo_bytes "$d/repo")
+	measure "pgbackrest heavy" runuser -u "$U" -- pgbackrest --config="$conf" --stanza=bench --type=incr backup
+	added "pgbackrest heavy" "$d/repo" "$b"
+	as "$PGB/pgbench" -n -c 2 -j 2 -t "$LIGHT" -h "$dir" -p "$P" postgres >/dev/null 2>&1
+	b=$(repo_bytes "$d/repo")
+	measure "pgbackrest light" runuser -u "$U" -- pgbackrest --config="$conf" --stanza=bench --type=incr backup
+	added "pgbackrest light" "$d/repo" "$b"
+	stop_pg "$d/data"
+	settle
+	as mkdir -m 700 "$d/restore"
+	measure "pgbackrest restore" runuser -u "$U" -- pgbackrest --config="$conf" --stanza=bench --pg1-path="$d/restore" restore
+	rm -rf "$d"
+}
 
-# ---- the table ----
-echo
-printf 'data directory: %d MB without pg_wal (pgbench scale %s + randtext %s rows); churn -t %s / -t %s; dp zstd level %s\n\n' \
-	$((datasize / 1000000)) "$SCALE" "$RANDTEXT_ROWS" "$HEAVY" "$LIGHT" "${DP_ZSTD_LEVEL:-of the repository}"
-printf '| step | dp wall s | pgBackRest wall s | dp/pgBR | dp CPU s | pgBR CPU s | dp peak RSS MiB | pgBR peak RSS MiB | dp repo +MB | pgBR repo +MB | dp/pgBR bytes |\n'
-printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
-for step in full heavy light restore; do
-	read -r _ _ dw dc dr <<<"$(grep "^dp $step " "$dir/results")"
-	read -r _ _ pw pc pr <<<"$(grep "^pgbackrest $step " "$dir/results")"
-	da=$(grep "^dp $step " "$dir/added" | awk '{print $3}' || true)
-	pa=$(grep "^pgbackrest $step " "$dir/added" | awk '{print $3}' || true)
-	printf '| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | %s | %s | %s |\n' "$step" "$dw" "$pw" \
-		"$(echo "$dw / $pw" | bc -l)" "$dc" "$pc" "$(echo "$dr / 1024" | bc -l)" "$(echo "$pr / 1024" | bc -l)" \
-		"$([ -n "$da" ] && printf '%.1f' "$(echo "$da / 1000000" | bc -l)" || echo -)" \
-		"$([ -n "$pa" ] && printf '%.1f' "$(echo "$pa / 1000000" | bc -l)" || echo -)" \
-		"$([ -n "$da" ] && [ -n "$pa" ] && printf '%.2f' "$(echo "$da / $pa" | bc -l)" || echo -)"
+# The order rotates from run to run, so that no tool always comes first
+# (right after the template is made) or after the same neighbour.
+tools=()
+for m in $METHODS; do
+	case "$m" in
+	filebackup | basebackup) tools+=("$m") ;;
+	*) echo "bench/pg.sh: unknown method \"$m\" in METHODS" >&2; exit 2 ;;
+	esac
 done
+tools+=(pgbackrest)
+for run in $(seq "$RUNS"); do
+	for ((i = 0; i < ${#tools[@]}; i++)); do
+		case "${tools[$(((i + run - 1) % ${#tools[@]}))]}" in
+		filebackup) run_dp dp-files backup-files.sh ;;
+		basebackup) run_dp dp-bb backup-full.sh ;;
+		pgbackrest) run_pbr ;;
+		esac
+	done
+done
+
+# ---- the table (medians over the runs) ----
+med() { # LABEL STEP FIELD(1 wall, 2 cpu, 3 rss; 1 bytes) FILE(results|added): median or empty
+	awk -v l="$1 $2" -v f="$3" '{ k = $1 " " $2 } k == l { print $(f + 2) }' "$dir/$4" | sort -g |
+		awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+echo
+printf 'data directory: %d MB without pg_wal (pgbench scale %s + randtext %s rows); churn -t %s / -t %s; dp zstd level %s; medians of %s run(s)\n' \
+	$((datasize / 1000000)) "$SCALE" "$RANDTEXT_ROWS" "$HEAVY" "$LIGHT" "${DP_ZSTD_LEVEL:-of the repository}" "$RUNS"
+for m in $METHODS; do
+	case "$m" in filebackup) label=dp-files ;; basebackup) label=dp-bb ;; esac
+	printf '\ndp method: postgresql-%s\n\n' "$m"
+	printf '| step | dp wall s | pgBackRest wall s | dp/pgBR | dp CPU s | pgBR CPU s | dp peak RSS MiB | pgBR peak RSS MiB | dp repo +MB | pgBR repo +MB | dp/pgBR bytes |\n'
+	printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+	for step in full heavy light restore; do
+		dw=$(med "$label" "$step" 1 results) dc=$(med "$label" "$step" 2 results) dr=$(med "$label" "$step" 3 results)
+		pw=$(med pgbackrest "$step" 1 results) pc=$(med pgbackrest "$step" 2 results) pr=$(med pgbackrest "$step" 3 results)
+		da=$(med "$label" "$step" 1 added) pa=$(med pgbackrest "$step" 1 added)
+		printf '| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | %s | %s | %s |\n' "$step" "$dw" "$pw" \
+			"$(echo "$dw / $pw" | bc -l)" "$dc" "$pc" "$(echo "$dr / 1024" | bc -l)" "$(echo "$pr / 1024" | bc -l)" \
+			"$([ -n "$da" ] && printf '%.1f' "$(echo "$da / 1000000" | bc -l)" || echo -)" \
+			"$([ -n "$pa" ] && printf '%.1f' "$(echo "$pa / 1000000" | bc -l)" || echo -)" \
+			"$([ -n "$da" ] && [ -n "$pa" ] && printf '%.2f' "$(echo "$da / $pa" | bc -l)" || echo -)"
+	done
+done
+echo
+echo "every run (label step wall cpu rss_kb):"
+cat "$dir/results"

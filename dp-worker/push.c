@@ -196,6 +196,55 @@ static int push_fd(dp_push *p, int fd, const char *what)
 	return rc;
 }
 
+/* One line of stdin without its end of line, in *line; 1 at the end of
+ * the input. */
+static int stdin_line(char **line, size_t *cap)
+{
+	for (;;) {
+		errno = 0;
+		ssize_t n = getline(line, cap, stdin);
+		int rc = dp_cli_check_interrupt();
+		if (rc)
+			return rc;
+		if (n < 0 && errno == EINTR) {
+			clearerr(stdin);
+			continue;
+		}
+		if (n < 0)
+			return ferror(stdin)
+			           ? dp_error_errno(DP_ERROR, errno, "cannot read standard input")
+			           : 1;
+		while (n > 0 && ((*line)[n - 1] == '\n' || (*line)[n - 1] == '\r'))
+			(*line)[--n] = 0;
+		return 0;
+	}
+}
+
+/* --trailer, before the tree: the repository is open and the push begun
+ * (the slow part of starting); tell the producer and wait for its "tree",
+ * so that it can start a consistent copy (e.g. a database's backup mode)
+ * meanwhile, not before. */
+static int trailer_wait_tree(const char *name)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	int rc = 0;
+	if (printf("ready\n") < 0 || fflush(stdout) != 0)
+		return dp_error_errno(DP_ERROR, errno, "cannot write to standard output");
+	rc = stdin_line(&line, &cap);
+	if (rc == 1)
+		rc = dp_error_set(DP_ERROR,
+		                  "standard input ended before \"tree\": the producer did not "
+		                  "start; nothing was stored as \"%s\"",
+		                  name);
+	else if (!rc && strcmp(line, "tree") != 0)
+		rc = dp_error_set(DP_EUSAGE,
+		                  "--trailer: expected \"tree\" on standard input, got \"%.40s\"",
+		                  line);
+	free(line);
+	return rc;
+}
+
 /* --trailer: the tree is complete; tell the producer and take the rest of
  * the snapshot from its instructions on stdin (see push_about). */
 static int read_trailer(dp_tar_writer *tw, dp_push *p, const char *name)
@@ -207,26 +256,15 @@ static int read_trailer(dp_tar_writer *tw, dp_push *p, const char *name)
 	if (printf("tree-read\n") < 0 || fflush(stdout) != 0)
 		return dp_error_errno(DP_ERROR, errno, "cannot write to standard output");
 	while (!committed) {
-		errno = 0;
-		ssize_t n = getline(&line, &cap, stdin);
-		if ((rc = dp_cli_check_interrupt()) != 0)
+		rc = stdin_line(&line, &cap);
+		if (rc == 1)
+			rc = dp_error_set(
+			    DP_ERROR,
+			    "standard input ended without \"commit\": the producer did "
+			    "not finish; nothing was stored as \"%s\"",
+			    name);
+		if (rc)
 			break;
-		if (n < 0 && errno == EINTR) {
-			clearerr(stdin);
-			continue;
-		}
-		if (n < 0) {
-			rc = ferror(stdin)
-			         ? dp_error_errno(DP_ERROR, errno, "cannot read standard input")
-			         : dp_error_set(DP_ERROR,
-			                        "standard input ended without \"commit\": the "
-			                        "producer did not finish; nothing was stored "
-			                        "as \"%s\"",
-			                        name);
-			break;
-		}
-		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-			line[--n] = 0;
 		char *arg = strchr(line, '\t');
 		if (arg)
 			*arg++ = 0;
@@ -309,10 +347,11 @@ static const char push_about[] =
     "                           Repeatable: --exclude '*.tmp' --exclude 'pg_wal/*'\n"
     "  --exclude-from FILE      (a tree) the patterns in FILE, one per line\n"
     "                           (blank lines and '#' comments skipped)\n"
-    "  --trailer                (a tree) after the tree has been read, print the\n"
-    "                           line \"tree-read\" on standard output, then read\n"
-    "                           instructions from standard input, one per line,\n"
-    "                           fields separated by a tab:\n"
+    "  --trailer                (a tree) a producer drives the push over stdin and\n"
+    "                           stdout, one line each: once the repository is\n"
+    "                           open dp-worker prints \"ready\" and waits for\n"
+    "                           \"tree\"; it reads DIR, prints \"tree-read\", then\n"
+    "                           reads instructions, fields separated by a tab:\n"
     "                             file PATH SOURCE  add the regular file SOURCE\n"
     "                                               to the tree as PATH\n"
     "                             meta JSON         attach JSON (replaces --meta)\n"
@@ -502,6 +541,8 @@ int dp_worker_push(int argc, char **argv)
 		rc = dp_tar_writer_new(&tw, push_write_cb, push);
 		if (!rc && po.block)
 			dp_tar_writer_set_blocks(tw, push_cut_cb, push, (uint32_t)po.block);
+		if (!rc && po.trailer)
+			rc = trailer_wait_tree(name);
 		if (!rc)
 			rc = dp_tar_writer_add_tree(tw, path, &to);
 		if (!rc && po.trailer)

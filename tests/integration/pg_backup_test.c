@@ -256,11 +256,16 @@ START_TEST(in_place_restore_killed)
 	snprintf(wrapper, sizeof(wrapper), "%s/dp-worker", wdir);
 	FILE *f = fopen(wrapper, "w");
 	ck_assert_ptr_nonnull(f);
-	fprintf(
-	    f,
-	    "#!/bin/sh\nif [ \"$1\" = pull ]; then \"%s\" \"$@\" | head -c 300000; kill -9 $$; fi\n"
-	    "exec \"%s\" \"$@\"\n",
-	    dp_test_bin("dp-worker"), dp_test_bin("dp-worker"));
+	/* pull extracts into its last argument: killed (-9) as soon as the
+	 * first files appear there. */
+	fprintf(f,
+	        "#!/bin/sh\nif [ \"$1\" = pull ]; then for a; do last=$a; done\n"
+	        "  \"%s\" \"$@\" & p=$!\n"
+	        "  while [ -z \"$(ls -A \"$last\" 2>/dev/null)\" ] && kill -0 $p 2>/dev/null; do "
+	        "sleep 0.01; done\n"
+	        "  kill -9 $p; exit 137\nfi\n"
+	        "exec \"%s\" \"$@\"\n",
+	        dp_test_bin("dp-worker"), dp_test_bin("dp-worker"));
 	ck_assert_int_eq(fclose(f), 0);
 	ck_assert_int_eq(chmod(wrapper, 0755), 0);
 	dp_test_result r;

@@ -258,8 +258,10 @@ else
 fi
 "$DPW" stat --json "${REPO_ARGS[@]}" "$base" >"$work/base.json" 2>"$work/stat.err" ||
 	pg_die "backup \"$base\" not found in $DP_REPO: $(cat "$work/stat.err")"
-[ "$(jq -r '.meta.method // empty' "$work/base.json")" = basebackup ] ||
-	pg_die "\"$base\" is not a postgresql base backup"
+case "$(jq -r '.meta.method // empty' "$work/base.json")" in
+basebackup | filebackup) ;;
+*) pg_die "\"$base\" is not a postgresql base backup" ;;
+esac
 
 # The new directory's port must be free.
 if [ "$inplace" != true ]; then
@@ -287,18 +289,28 @@ mkdir -p "$dest"
 chmod 700 "$dest"
 [ "$(id -un)" = "$owner" ] || chown "$owner" "$dest"
 
+# dp-worker extracts the tar stream itself (a filebackup is a tree
+# snapshot, a basebackup a stream holding pg_basebackup's tar: --untar),
+# starts writeback while it extracts, and syncs the filesystem (syncfs)
+# before it exits 0: the data is durable before anything points at it.
+pull_args=(--quiet)
+[ "$(jq -r '.kind' "$work/base.json")" = tree ] || pull_args+=(--untar)
+[ "$(id -u)" -ne 0 ] || pull_args+=(--owner "$owner")
 set +e
-big_pipe "$DPW" pull --quiet "${REPO_ARGS[@]}" "$base" - | as_user "$owner" tar -x -b 2048 --no-same-owner -C "$dest" -f -
-st=("${PIPESTATUS[@]}")
+"$DPW" pull "${pull_args[@]}" "${REPO_ARGS[@]}" "$base" "$dest"
+rc=$?
 set -e
-if [ "${st[0]}" -ne 0 ] || [ "${st[1]}" -ne 0 ]; then
+if [ "$rc" -ne 0 ]; then
 	rm -rf "$new"
 	[ "$inplace" = true ] && rm -f "$state"
 	[ "$inplace" = true ] || rm -rf "$target"
-	pg_die "pulling \"$base\" failed (dp-worker exit ${st[0]}, tar exit ${st[1]}); nothing was changed"
+	pg_die "pulling \"$base\" failed (dp-worker exit $rc); nothing was changed"
 fi
-# Durable before anything points at it (syncfs of the target's filesystem).
-sync -f "$dest"
+# A backup of a server whose pg_wal was a link holds the segments but not
+# the directory's own entry: make it the owner's.
+if [ -d "$dest/pg_wal" ] && [ ! -L "$dest/pg_wal" ] && [ "$(stat -c %U "$dest/pg_wal")" != "$owner" ]; then
+	chown "$owner:" "$dest/pg_wal" && chmod 700 "$dest/pg_wal"
+fi
 
 # Configuration. In place, the current server's configuration is kept.
 if [ "$inplace" = true ]; then

@@ -54,7 +54,7 @@ if [ "$nsegs" -gt 0 ]; then
 fi
 
 # Base backups of this database (newest first when no system id is known).
-jq -c '[.[] | select(.meta.engine? == "postgresql" and .meta.method? == "basebackup")
+jq -c '[.[] | select(.meta.engine? == "postgresql" and (.meta.method? == "basebackup" or .meta.method? == "filebackup"))
         | {name, id, stopTime: .meta.stopTime, stopLsn: .meta.stopLsn, startLsn: .meta.startLsn,
            timeline: .meta.timeline, systemIdentifier: .meta.systemIdentifier}]' "$work/snaps.json" >"$work/bases.json"
 if [ -z "$sysid" ]; then
