@@ -138,6 +138,9 @@ run_dp() {
 	sync # the copy's writeback must not run during the timed backup
 	sleep 2
 	export DP_ZSTD_LEVEL=${DP_ZSTD_LEVEL-1} # as the postgresql ActionSets set it
+	# as postgresql-filebackup sets it (basebackup's tar stream is cut
+	# content-defined)
+	if [ "$script" = backup-files.sh ]; then export DP_BLOCK_SIZE=8K; else unset DP_BLOCK_SIZE; fi
 	export DP_REPO=$d/repo DP_REPO_PASSPHRASE=bench-passphrase DP_WORKER=$BIN/dp-worker DP_PG_BIN=$PGB
 	export DP_DB_HOST=$dir DP_DB_PORT=$P DP_DB_USER=$U DP_DATA_DIR=$d/data
 	# shellcheck disable=SC2086

@@ -105,6 +105,7 @@ esac
 # with the session's start and checkpoint; it reads nothing before "tree" ----
 mkfifo "$work/in" "$work/out"
 "$DPW" push --quiet --json --trailer --exclude-from "$work/exclude" ${DP_ZSTD_LEVEL:+--zstd-level "$DP_ZSTD_LEVEL"} \
+	${DP_BLOCK_SIZE:+--block-size "$DP_BLOCK_SIZE"} \
 	"${REPO_ARGS[@]}" "$name" "$data" <"$work/in" >"$work/out" 2>"$work/push.err" &
 pushpid=$!
 exec {push_in}>"$work/in" {push_out}<"$work/out"
