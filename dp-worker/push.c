@@ -161,6 +161,16 @@ static int push_write_cb(void *arg, const void *data, size_t len)
 	return rc ? rc : dp_push_write(arg, data, len);
 }
 
+/* Options that only make sense for a tree. */
+static int need_dir(const char *path, const char *flag, const char *why)
+{
+	struct stat st;
+	if (strcmp(path, "-") == 0 || stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+		return dp_error_set(DP_EUSAGE, "%s applies to a DIR (\"%s\" is not one): it %s",
+		                    flag, path, why);
+	return 0;
+}
+
 static int push_cut_cb(void *arg, uint32_t block)
 {
 	return dp_push_cut(arg, block);
@@ -436,26 +446,9 @@ int dp_worker_push(int argc, char **argv)
 		rc = dp_error_set(DP_EUSAGE, "--exclude applies to a DIR, not to standard input");
 		goto out;
 	}
-	if (po.block) {
-		struct stat bs;
-		if (strcmp(path, "-") == 0 || stat(path, &bs) != 0 || !S_ISDIR(bs.st_mode)) {
-			rc = dp_error_set(DP_EUSAGE,
-			                  "--block-size applies to a DIR (\"%s\" is not one): it "
-			                  "cuts the files of a tree",
-			                  path);
-			goto out;
-		}
-	}
-	if (po.trailer) {
-		struct stat ts;
-		if (strcmp(path, "-") == 0 || stat(path, &ts) != 0 || !S_ISDIR(ts.st_mode)) {
-			rc = dp_error_set(DP_EUSAGE,
-			                  "--trailer applies to a DIR (\"%s\" is not one): "
-			                  "it adds files after the tree",
-			                  path);
-			goto out;
-		}
-	}
+	if ((po.block && (rc = need_dir(path, "--block-size", "cuts the files of a tree"))) ||
+	    (po.trailer && (rc = need_dir(path, "--trailer", "adds files after the tree"))))
+		goto out;
 	if (po.meta) {
 		meta = cJSON_Parse(po.meta);
 		if (!meta || !cJSON_IsObject(meta)) {
