@@ -120,13 +120,15 @@ int dp_object_open(dp_repo *r, dp_aead *a, const char *type, const char *key, co
 	dp_buf *dst = comp ? &z : out;
 	int rc = dp_buf_reserve(dst, len - DP_SEAL_OVERHEAD);
 	if (rc)
-		return rc;
+		goto out;
 	rc = dp_aead_open(a ? a : r->aead, dst->data + dst->len, sealed, len, ad, (size_t)adlen);
-	if (rc)
-		return dp_error_set(DP_ECORRUPT,
-		                    "object \"%s\" failed authentication: it is corrupted or was "
-		                    "altered",
-		                    key);
+	if (rc) {
+		rc = dp_error_set(DP_ECORRUPT,
+		                  "object \"%s\" failed authentication: it is corrupted or was "
+		                  "altered",
+		                  key);
+		goto out;
+	}
 	dst->len += len - DP_SEAL_OVERHEAD;
 	if (comp) {
 		unsigned long long n = z.len > 1 && z.data[0] == 1
