@@ -368,11 +368,18 @@ static int read_span(struct walk *k, int fd, uint64_t len, const char *path, boo
 	return 0;
 }
 
+/* A file's data regions (its sparse map), copied out of the entry before
+ * the entry is handed to the writer: from then on only the writer touches
+ * the entry (iterating its sparse map moves a cursor inside it). */
+struct region {
+	int64_t off, len;
+};
+
 /* Queues a regular file's data: its data regions and, for the holes of a
  * sparse file, runs of zeros. Returns 0, a DP_E* code or 1 (stopped). */
-static int read_file_data(struct walk *k, struct archive_entry *e, const char *path)
+static int read_file_data(struct walk *k, int64_t size, const struct region *rg, size_t nrg,
+                          const char *path)
 {
-	int64_t size = archive_entry_size(e);
 	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0 && errno == ENOENT) {
 		/* Removed after it was listed: its header is out already, so
@@ -385,21 +392,21 @@ static int read_file_data(struct walk *k, struct archive_entry *e, const char *p
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	int rc = 0;
 	bool short_read = false;
-	if (archive_entry_sparse_count(e) > 0) {
-		la_int64_t off, len, pos = 0;
-		archive_entry_sparse_reset(e);
-		while (rc == 0 && archive_entry_sparse_next(e, &off, &len) == ARCHIVE_OK) {
-			if (off > pos && !put(k, (struct item){.kind = IT_ZEROS,
-			                                       .len = (uint64_t)(off - pos)})) {
+	if (nrg > 0) {
+		int64_t pos = 0;
+		for (size_t i = 0; i < nrg && rc == 0; i++) {
+			if (rg[i].off > pos &&
+			    !put(k, (struct item){.kind = IT_ZEROS,
+			                          .len = (uint64_t)(rg[i].off - pos)})) {
 				rc = 1;
 				break;
 			}
-			if (lseek(fd, off, SEEK_SET) < 0) {
+			if (lseek(fd, rg[i].off, SEEK_SET) < 0) {
 				rc = dp_error_errno(DP_ERROR, errno, "cannot seek in \"%s\"", path);
 				break;
 			}
-			rc = read_span(k, fd, (uint64_t)len, path, &short_read);
-			pos = off + len;
+			rc = read_span(k, fd, (uint64_t)rg[i].len, path, &short_read);
+			pos = rg[i].off + rg[i].len;
 		}
 		if (rc == 0 && pos < size &&
 		    !put(k, (struct item){.kind = IT_ZEROS, .len = (uint64_t)(size - pos)}))
@@ -418,11 +425,30 @@ static int send_entry(struct walk *k, struct archive_entry *e, const char *path)
 {
 	bool data = archive_entry_filetype(e) == AE_IFREG && archive_entry_size(e) > 0 &&
 	            archive_entry_hardlink(e) == NULL;
+	int64_t size = archive_entry_size(e);
+	struct region *rg = NULL;
+	size_t nrg = 0;
+	int n = data ? archive_entry_sparse_reset(e) : 0;
+	if (n > 0) {
+		rg = calloc((size_t)n, sizeof(*rg));
+		if (!rg) {
+			archive_entry_free(e);
+			return dp_error_set(DP_ERROR, "out of memory");
+		}
+		la_int64_t off, len;
+		while (nrg < (size_t)n && archive_entry_sparse_next(e, &off, &len) == ARCHIVE_OK)
+			rg[nrg++] = (struct region){off, len};
+		archive_entry_sparse_reset(e);
+	}
+	int rc = 0;
 	if (!put(k, (struct item){.kind = IT_ENTRY, .e = e})) {
 		archive_entry_free(e);
-		return 1;
+		rc = 1;
+	} else if (data) {
+		rc = read_file_data(k, size, rg, nrg, path);
 	}
-	return data ? read_file_data(k, e, path) : 0;
+	free(rg);
+	return rc;
 }
 
 static void *reader_main(void *arg)
