@@ -28,6 +28,8 @@ static const char *prog(const char *name)
 /* Every command runs in the test's own directory. */
 static void init_repo(void)
 {
+	prog("dp"); /* resolved before the chdir */
+	prog("dp-worker");
 	ck_assert_int_eq(chdir(dp_test_dir), 0);
 	setenv("DP_REPO_PASSPHRASE", "tree-test-passphrase", 1);
 	char repo[PATH_MAX + 8];
