@@ -296,6 +296,26 @@ static long daemon_pid(const char *log, int *port)
 	return 0;
 }
 
+/* The file-level method through the controller: a policy without
+ * backupMethods offers it as "files"; its backup restores like any other. */
+START_TEST(embedded_files_method)
+{
+	dp_test_result r;
+	dp_ok("apply", "apply -f %s", manifest);
+	int st = dp(&r, "backup --policy pg --method files --wait");
+	ck_assert_msg(st == 0 && strstr(r.out, "Completed"), "files: %d\n%s\n%s", st, r.out, r.err);
+	dp_test_result_free(&r);
+	char files[256];
+	backup_of("files", files, sizeof(files));
+	free(dp_pg_query(&pg, "DELETE FROM t WHERE id > 100"));
+	char args[512];
+	snprintf(args, sizeof(args), "--backup %s", files);
+	char *got = restore_and_count(args, "SELECT count(*) || ' ' || max(id) FROM t");
+	ck_assert_str_eq(got, "5000 5000");
+	free(got);
+}
+END_TEST
+
 START_TEST(daemon_and_api)
 {
 	dp_test_result r;
@@ -472,6 +492,7 @@ static Suite *suite(void)
 	tcase_add_checked_fixture(t, setup, teardown);
 	tcase_set_timeout(t, 300);
 	tcase_add_test(t, embedded_backup_pitr_import_restore);
+	tcase_add_test(t, embedded_files_method);
 	tcase_add_test(t, daemon_and_api);
 	suite_add_tcase(s, t);
 	return s;
