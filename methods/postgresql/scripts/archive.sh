@@ -54,7 +54,7 @@ fi
 prune_archive() {
 	local sysid=$1 oldest seg names
 	oldest=$("$DPW" ls --json "${REPO_ARGS[@]}" | jq -r --arg s "$sysid" '[.[] | select(.meta.engine? == "postgresql"
-	  and .meta.method? == "basebackup" and .meta.systemIdentifier == $s)] | sort_by(.meta.stopTime) | first | .meta.startLsn // empty')
+	  and (.meta.method? == "basebackup" or .meta.method? == "filebackup") and .meta.systemIdentifier == $s)] | sort_by(.meta.stopTime) | first | .meta.startLsn // empty')
 	[ -n "$oldest" ] || { pg_log "no base backup of this database: nothing pruned"; return 0; }
 	seg=$(lsn_seg "$oldest")
 	names=()
