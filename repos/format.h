@@ -30,8 +30,8 @@
  * the SHA-256 of the stored bytes, checked on every read.
  *
  * Chunk: a piece of a stream cut by the chunker; id = BLAKE3 in keyed mode
- *   (MAC key, plaintext), 32 bytes. Snapshots and indexes name chunks by id. (The code calls a
- *   chunk a "blob".)
+ *   (MAC key, plaintext), 32 bytes. Snapshots and indexes name chunks by id.
+ *   (The code also calls a chunk a "blob".)
  *
  * Frame: the unit of compression and encryption, several chunks that one push
  *   stored together (up to ~1 MiB of new chunks that were consecutive in its
