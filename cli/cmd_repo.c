@@ -118,7 +118,7 @@ static const char init_about[] =
     "  --chunk-min N, --chunk-max N\n"
     "                           chunk size bounds\n"
     "  --pack-size N            target pack file size (default 16M)\n"
-    "  --zstd-level N           zstd level for new blobs (-7..19)\n"
+    "  --zstd-level N           zstd level for new blobs (-7..19, default 2)\n"
     "  --json                   print {\"id\", \"repo\"} as JSON\n"
     "sizes take K, M, G suffixes (binary: 1K = 1024).\n";
 

@@ -82,7 +82,7 @@
 #define DP_FORMAT_VERSION 2
 #define DP_DEFAULT_CHUNK_AVG (16u * 1024)
 #define DP_DEFAULT_PACK_SIZE (16u * 1024 * 1024)
-#define DP_DEFAULT_ZSTD_LEVEL 3
+#define DP_DEFAULT_ZSTD_LEVEL 2
 #define DP_MASTER_LEN (3 * DP_KEY_LEN)
 /* New chunks gathered into one frame: ~1 MiB plus the chunk that crosses it. */
 #define DP_FRAME_TARGET (1u << 20)

@@ -12,8 +12,8 @@
 #
 # Env: DP_BACKUP_NAME (snapshot name), DP_DB_*, DP_REPO(+passphrase),
 # DP_PARENT_BACKUP_NAME, DP_BACKUP_INFO_FILE, DP_ZSTD_LEVEL (compression level
-# for this backup's new chunks; 1 is about twice as fast as the default 3 for
-# a few percent more bytes). Prints the push result JSON.
+# for this backup's new chunks; the ActionSet sets 1, the fastest). Prints the
+# push result JSON.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 name=${DP_BACKUP_NAME:-${1:-}}
