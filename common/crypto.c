@@ -190,6 +190,24 @@ int dp_scrypt(uint8_t *out, size_t outlen, const char *pass, size_t passlen, con
 	return ok ? 0 : dp_error_set(DP_ERROR, "scrypt key derivation failed");
 }
 
+int dp_hkdf_sha256(uint8_t *out, size_t outlen, const uint8_t *ikm, size_t ikmlen,
+                   const uint8_t *salt, size_t saltlen, const void *info, size_t infolen)
+{
+	EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+	EVP_KDF_CTX *ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+	OSSL_PARAM params[] = {
+	    OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0),
+	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, ikmlen),
+	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, saltlen),
+	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, infolen),
+	    OSSL_PARAM_construct_end(),
+	};
+	int ok = ctx && EVP_KDF_derive(ctx, out, outlen, params) == 1;
+	EVP_KDF_CTX_free(ctx);
+	EVP_KDF_free(kdf);
+	return ok ? 0 : dp_error_set(DP_ERROR, "hkdf key derivation failed");
+}
+
 void dp_hex(char *hex_out, const uint8_t *data, size_t len)
 {
 	static const char digits[] = "0123456789abcdef";

@@ -54,31 +54,11 @@
 #define SALT_LEN 32
 #define LABEL_MAX 199
 
-/* HKDF-SHA256 (RFC 5869) for one 32-byte output block: extract with the
- * salt as HMAC key, then expand with info | 0x01. */
+/* The slot's wrapping key: HKDF-SHA256 (RFC 5869) of the secret. */
 static int hkdf_sha256(uint8_t out[DP_KEY_LEN], const uint8_t ikm[DP_KEY_LEN],
                        const uint8_t salt[SALT_LEN], const char *info)
 {
-	uint8_t prk[DP_HASH_LEN];
-	dp_mac *m = NULL;
-	dp_buf t = {0};
-	int rc = dp_mac_new(&m, salt);
-	if (rc)
-		goto out;
-	if ((rc = dp_mac_compute(m, prk, ikm, DP_KEY_LEN)))
-		goto out;
-	dp_mac_free(m);
-	m = NULL;
-	if ((rc = dp_mac_new(&m, prk)))
-		goto out;
-	if ((rc = dp_buf_append(&t, info, strlen(info))) || (rc = dp_buf_append(&t, "\x01", 1)))
-		goto out;
-	rc = dp_mac_compute(m, out, t.data, t.len);
-out:
-	dp_wipe(prk, sizeof(prk));
-	dp_mac_free(m);
-	dp_buf_free(&t);
-	return rc;
+	return dp_hkdf_sha256(out, DP_KEY_LEN, ikm, DP_KEY_LEN, salt, SALT_LEN, info, strlen(info));
 }
 
 static void slot_info_str(char *out, size_t cap, const char *repo_id, const char *slot_id)

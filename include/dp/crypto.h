@@ -55,6 +55,9 @@ void dp_aead_free(dp_aead *a);
 /* scrypt key derivation. */
 int dp_scrypt(uint8_t *out, size_t outlen, const char *pass, size_t passlen, const uint8_t *salt,
               size_t saltlen, uint64_t n, uint32_t r, uint32_t p);
+/* HKDF-SHA256 (RFC 5869, OpenSSL's): outlen bytes from ikm, salt and info. */
+int dp_hkdf_sha256(uint8_t *out, size_t outlen, const uint8_t *ikm, size_t ikmlen,
+                   const uint8_t *salt, size_t saltlen, const void *info, size_t infolen);
 
 /* Hex and base64 helpers. hex_out has room for 2*len+1. */
 void dp_hex(char *hex_out, const uint8_t *data, size_t len);
