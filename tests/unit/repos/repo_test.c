@@ -506,6 +506,64 @@ START_TEST(fixed_blocks_after_a_cut)
 }
 END_TEST
 
+/* The chunker's cut points are those of its definition, one byte at a
+ * time, however the stream is fed. */
+START_TEST(chunker_matches_definition)
+{
+	uint64_t gear[256];
+	uint8_t seed[DP_KEY_LEN] = {7, 1, 2};
+	dp_chunker_gear(gear, seed);
+	size_t n = 8 * 1024 * 1024;
+	uint8_t *d = make_data(n, 71);
+	memset(d + n / 2, 0, 300000); /* a long run: cuts at the maximum */
+	size_t feeds[] = {1, 3, 4097, 65536, 1000003};
+	for (uint32_t avg = 4096; avg <= 65536; avg *= 4) {
+		dp_chunker ref;
+		dp_chunker_init(&ref, gear, avg / 4, avg, avg * 4);
+		/* the definition: cut where the fingerprint's top bits are zero
+		 * (harder before the average), never before min, always at max */
+		size_t *want = malloc(n / (avg / 4) * sizeof(size_t) + 16), nw = 0;
+		uint64_t fp = 0;
+		size_t len = 0;
+		for (size_t i = 0; i < n; i++) {
+			len++;
+			if (len <= ref.min) {
+				fp = 0;
+				continue;
+			}
+			fp = (fp << 1) + gear[d[i]];
+			uint64_t mask = len <= ref.avg ? ref.mask_s : ref.mask_l;
+			if (!(fp & mask) || len >= ref.max) {
+				want[nw++] = i + 1;
+				fp = 0;
+				len = 0;
+			}
+		}
+		for (size_t f = 0; f < sizeof(feeds) / sizeof(feeds[0]); f++) {
+			dp_chunker c;
+			dp_chunker_init(&c, gear, avg / 4, avg, avg * 4);
+			size_t at = 0, got = 0;
+			for (size_t off = 0; off < n; off += feeds[f]) {
+				size_t end = off + feeds[f] < n ? off + feeds[f] : n;
+				while (at < end) {
+					bool cut;
+					at += dp_chunker_next(&c, d + at, end - at, &cut);
+					if (cut) {
+						ck_assert_msg(got < nw && want[got] == at,
+						              "avg %u feed %zu: cut %zu at %zu",
+						              avg, feeds[f], got, at);
+						got++;
+					}
+				}
+			}
+			ck_assert_uint_eq(got, nw);
+		}
+		free(want);
+	}
+	free(d);
+}
+END_TEST
+
 START_TEST(rebuild_index_recovers_lost_indexes)
 {
 	dp_repo *r = make_repo(16384, 256 * 1024);
@@ -683,6 +741,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, frames_shared_then_pruned_and_rebuilt);
 	tcase_add_test(tc, chunk_average_per_push);
 	tcase_add_test(tc, fixed_blocks_after_a_cut);
+	tcase_add_test(tc, chunker_matches_definition);
 	tcase_add_test(tc, lost_lock_commits_nothing);
 	tcase_add_test(tc, damaged_snapshot_blocks_nothing_else);
 	tcase_add_test(tc, unfinished_init_is_refused);
