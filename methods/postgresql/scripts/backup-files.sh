@@ -196,13 +196,4 @@ wait "$PSQL_PID" 2>/dev/null || true
 grep -v '^$' "$work/push.err" >&2 || true # warnings (files changed while read)
 
 [ -n "$res" ] || pg_die "dp-worker printed no result for backup \"$name\""
-size=$(jq -r .size <<<"$res")
-stored=$(jq -r .stored <<<"$res")
-write_info "$(jq -c -n --argjson m "$meta" --argjson r "$res" '{
-  totalSize: ($r.size|tostring), storedSize: ($r.stored|tostring), snapshotId: $r.id,
-  timeRange: {start: $m.startTime, end: $m.stopTime, timeZone: "Z"},
-  parentBackupName: (if $m.parent == "" then null else $m.parent end),
-  extras: [{systemIdentifier: $m.systemIdentifier, timeline: ($m.timeline|tostring),
-            startLsn: $m.startLsn, stopLsn: $m.stopLsn}]}')"
-pg_log "backup \"$name\" (files): $size bytes, $stored new bytes stored, LSN $start_lsn .. $stop_lsn"
-jq -c -n --argjson m "$meta" --argjson r "$res" '$r + {meta: $m}'
+report_backup "$name" " (files)" "$meta" "$res"

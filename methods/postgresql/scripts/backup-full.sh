@@ -54,13 +54,4 @@ fi
 
 meta=$(cat "$work/meta.json")
 res=$(cat "$work/push.json")
-size=$(jq -r .size <<<"$res")
-stored=$(jq -r .stored <<<"$res")
-write_info "$(jq -c -n --argjson m "$meta" --argjson r "$res" '{
-  totalSize: ($r.size|tostring), storedSize: ($r.stored|tostring), snapshotId: $r.id,
-  timeRange: {start: $m.startTime, end: $m.stopTime, timeZone: "Z"},
-  parentBackupName: (if $m.parent == "" then null else $m.parent end),
-  extras: [{systemIdentifier: $m.systemIdentifier, timeline: ($m.timeline|tostring),
-            startLsn: $m.startLsn, stopLsn: $m.stopLsn}]}')"
-pg_log "backup \"$name\": $size bytes, $stored new bytes stored, LSN $(jq -r '.startLsn + " .. " + .stopLsn' <<<"$meta")"
-jq -c -n --argjson m "$meta" --argjson r "$res" '$r + {meta: $m}'
+report_backup "$name" "" "$meta" "$res"

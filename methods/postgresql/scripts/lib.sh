@@ -93,6 +93,23 @@ write_info() {
 	printf '%s\n' "$1" >"$DP_BACKUP_INFO_FILE.tmp" && mv "$DP_BACKUP_INFO_FILE.tmp" "$DP_BACKUP_INFO_FILE"
 }
 
+# report_backup NAME LABEL META RESULT: a finished full backup's last step,
+# the same for every method: the status fragment for the controller
+# (write_info), a log line, and on stdout the push result with the snapshot's
+# metadata (META: startLsn, stopLsn, startTime, stopTime, parent,
+# systemIdentifier, timeline; RESULT: dp-worker push --json).
+report_backup() {
+	local name=$1 label=$2 meta=$3 res=$4
+	write_info "$(jq -c -n --argjson m "$meta" --argjson r "$res" '{
+	  totalSize: ($r.size|tostring), storedSize: ($r.stored|tostring), snapshotId: $r.id,
+	  timeRange: {start: $m.startTime, end: $m.stopTime, timeZone: "Z"},
+	  parentBackupName: (if $m.parent == "" then null else $m.parent end),
+	  extras: [{systemIdentifier: $m.systemIdentifier, timeline: ($m.timeline|tostring),
+	            startLsn: $m.startLsn, stopLsn: $m.stopLsn}]}')"
+	pg_log "backup \"$name\"$label: $(jq -r .size <<<"$res") bytes, $(jq -r .stored <<<"$res") new bytes stored, LSN $(jq -r '.startLsn + " .. " + .stopLsn' <<<"$meta")"
+	jq -c -n --argjson m "$meta" --argjson r "$res" '$r + {meta: $m}'
+}
+
 # as_user USER CMD...: run as USER (directly if we are USER, via runuser if root).
 as_user() {
 	local u=$1
