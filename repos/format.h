@@ -240,7 +240,8 @@ typedef struct dp_packer {
 } dp_packer;
 /* Adds a sealed frame f (f->offset is set here) whose members are locs[0..n)
  * (their frame field is set here); all_raw: the raw lengths of all the
- * frame's members in order (nall of them) for the header. */
+ * frame's members in order (nall of them) for the header, or NULL when locs
+ * are all of them (a fresh frame: nall is n). */
 int dp_packer_add(dp_packer *k, dp_frame *f, const uint8_t *sealed, const dp_blob_loc *locs,
                   size_t n, const uint32_t *all_raw, size_t nall);
 int dp_packer_finish(dp_repo *r, dp_aead *a, dp_packer *k);

@@ -31,7 +31,7 @@ int dp_packer_add(dp_packer *k, dp_frame *f, const uint8_t *sealed, const dp_blo
 	if ((rc = dp_buf_append(&k->header, e, sizeof(e))))
 		return rc;
 	for (size_t i = 0; i < nall && !rc; i++)
-		rc = dp_buf_put_u32(&k->header, all_raw[i]);
+		rc = dp_buf_put_u32(&k->header, all_raw ? all_raw[i] : locs[i].raw_length);
 	if (!rc)
 		rc = dp_buf_append(&k->data, sealed, f->length);
 	if (rc)

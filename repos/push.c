@@ -54,7 +54,6 @@ struct job {
 	/* The frame of the new chunks (frame.length == 0: none is new). */
 	dp_frame frame;
 	dp_blob_loc *locs; /* its members */
-	uint32_t *raws; /* their raw lengths */
 	uint8_t *member_ids;
 	size_t nnew;
 	uint8_t *sealed;
@@ -150,7 +149,7 @@ static int seal_frame(dp_sealer *s, struct job *j, uint8_t *gather)
 		memcpy(j->member_ids + j->nnew * DP_HASH_LEN, c->id, DP_HASH_LEN);
 		l->inner = (uint32_t)len;
 		l->raw_length = c->len;
-		j->raws[j->nnew++] = c->len;
+		j->nnew++;
 		len += c->len;
 	}
 	if (!j->nnew)
@@ -289,8 +288,8 @@ static void *committer_main(void *arg)
 			p->blobs_new += j->nnew;
 			if (!k && !(k = pack_get(p)))
 				goto out;
-			if ((rc = dp_packer_add(&k->k, &j->frame, j->sealed, j->locs, j->nnew,
-			                        j->raws, j->nnew)))
+			if ((rc = dp_packer_add(&k->k, &j->frame, j->sealed, j->locs, j->nnew, NULL,
+			                        j->nnew)))
 				goto out;
 			if (k->k.data.len >= p->r->pack_size) {
 				if ((rc = pack_finish(p, a, k)))
@@ -384,7 +383,6 @@ static void free_buffers(dp_push *p)
 		free(p->jobs[i].chunks);
 		free(p->jobs[i].sealed);
 		free(p->jobs[i].locs);
-		free(p->jobs[i].raws);
 		free(p->jobs[i].member_ids);
 	}
 	free(p->jobs);
@@ -489,9 +487,8 @@ int dp_push_begin(dp_push **out, dp_repo *r, const char *name, const char *kind)
 		j->chunks = malloc(j->max * sizeof(*j->chunks));
 		j->sealed = malloc(j->sealed_cap);
 		j->locs = malloc(j->max * sizeof(*j->locs));
-		j->raws = malloc(j->max * sizeof(*j->raws));
 		j->member_ids = malloc(j->max * DP_HASH_LEN);
-		if (!j->raw || !j->chunks || !j->sealed || !j->locs || !j->raws || !j->member_ids)
+		if (!j->raw || !j->chunks || !j->sealed || !j->locs || !j->member_ids)
 			goto oom;
 	}
 	for (size_t i = 0; i < p->npacks; i++) {
