@@ -278,6 +278,59 @@ char *dp_pg_checksums(const dp_pg *pg)
 	        "relname) FROM pg_stat_user_tables ORDER BY schemaname, relname \\gexec");
 }
 
+void dp_pg_archive_now(const dp_pg *pg)
+{
+	char *seg = dp_pg_query(pg, "SELECT pg_walfile_name(pg_switch_wal())");
+	for (int i = 0; i < 300; i++) {
+		char *last = dp_pg_query(
+		    pg, "SELECT coalesce(last_archived_wal, '') >= '%s' FROM pg_stat_archiver",
+		    seg);
+		bool done = strcmp(last, "t") == 0;
+		free(last);
+		if (done) {
+			free(seg);
+			return;
+		}
+		usleep(100 * 1000);
+	}
+	ck_abort_msg("segment %s was not archived", seg);
+}
+
+void dp_pg_pitr_scenario(const dp_pg *pg, char T[32], char **lsn, char **at_t, char **latest)
+{
+	free(dp_pg_query(
+	    pg, "CREATE TABLE items(id int PRIMARY KEY, qty int);"
+	        "INSERT INTO items SELECT g, g FROM generate_series(1, 5000) g;"
+	        "CREATE TABLE notes(id int PRIMARY KEY, body text);"
+	        "INSERT INTO notes SELECT g, md5(g::text) FROM generate_series(1, 500) g"));
+	if (lsn)
+		*lsn = dp_pg_query(pg, "SELECT pg_current_wal_lsn()");
+	/* T: the first whole second after the load; the changes come after it. */
+	char *srv = dp_pg_query(pg, "SELECT extract(epoch FROM clock_timestamp())::float8");
+	time_t t = (time_t)strtod(srv, NULL) + 1;
+	free(srv);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(T, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	*at_t = dp_pg_checksums(pg);
+	for (;;) {
+		char *now = dp_pg_query(pg, "SELECT extract(epoch FROM clock_timestamp()) > %ld.3",
+		                        (long)t);
+		bool past = strcmp(now, "t") == 0;
+		free(now);
+		if (past)
+			break;
+		usleep(50 * 1000);
+	}
+	free(dp_pg_query(pg,
+	                 "UPDATE items SET qty = qty + 1000 WHERE id <= 2500;"
+	                 "DELETE FROM notes WHERE id %% 2 = 0;"
+	                 "CREATE TABLE extra AS SELECT g AS id FROM generate_series(1, 100) g"));
+	*latest = dp_pg_checksums(pg);
+	ck_assert_str_ne(*at_t, *latest);
+	dp_pg_archive_now(pg);
+}
+
 /* The tests run the scripts and dp-worker as nobody: when nobody cannot
  * reach them where they are (a checkout under a private home), use copies
  * in a temp dir. */

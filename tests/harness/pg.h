@@ -62,6 +62,17 @@ char *dp_pg_query(const dp_pg *pg, const char *fmt, ...) __attribute__((format(p
  * order (text form), for comparing two servers. Owned. */
 char *dp_pg_checksums(const dp_pg *pg);
 
+/* Switches WAL and waits until the server has archived the segment. */
+void dp_pg_archive_now(const dp_pg *pg);
+
+/* The point-in-time scenario of the PITR tests, on a server whose WAL is
+ * archived: loads two tables (lsn, if not NULL: the WAL position after the
+ * load), marks T, the first whole second after it, as YYYY-MM-DDTHH:MM:SSZ,
+ * waits until the server's clock is past T, changes the data, and has the
+ * WAL archived. *at_t and *latest: dp_pg_checksums at T and at the end
+ * (different). Caller frees the strings. */
+void dp_pg_pitr_scenario(const dp_pg *pg, char T[32], char **lsn, char **at_t, char **latest);
+
 /* ---- running the postgresql method scripts ---- */
 
 /* Absolute path of methods/postgresql/scripts (from the working directory,

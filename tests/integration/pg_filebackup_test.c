@@ -271,25 +271,6 @@ START_TEST(filebackup_unfinished_records_nothing)
 }
 END_TEST
 
-/* Switches WAL and waits until the server has archived the segment. */
-static void archive_now(const dp_pg *pg)
-{
-	char *seg = dp_pg_query(pg, "SELECT pg_walfile_name(pg_switch_wal())");
-	for (int i = 0; i < 300; i++) {
-		char *last = dp_pg_query(
-		    pg, "SELECT coalesce(last_archived_wal, '') >= '%s' FROM pg_stat_archiver",
-		    seg);
-		bool done = strcmp(last, "t") == 0;
-		free(last);
-		if (done) {
-			free(seg);
-			return;
-		}
-		usleep(100 * 1000);
-	}
-	ck_abort_msg("segment %s was not archived", seg);
-}
-
 static char *restore_pitr(const dp_pg *pg, const char *args)
 {
 	char parent[PATH_MAX], dir[PATH_MAX];
@@ -327,35 +308,8 @@ START_TEST(pitr_on_a_file_backup)
 	dp_test_result_free(&r);
 	file_backup(&pg, "pg-fb-base", NULL, NULL);
 
-	free(dp_pg_query(
-	    &pg, "CREATE TABLE items(id int PRIMARY KEY, qty int);"
-	         "INSERT INTO items SELECT g, g FROM generate_series(1, 5000) g;"
-	         "CREATE TABLE notes(id int PRIMARY KEY, body text);"
-	         "INSERT INTO notes SELECT g, md5(g::text) FROM generate_series(1, 500) g"));
-	char *srv = dp_pg_query(&pg, "SELECT extract(epoch FROM clock_timestamp())::float8");
-	time_t t = (time_t)strtod(srv, NULL) + 1;
-	free(srv);
-	char T[32];
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(T, sizeof(T), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	char *at_t = dp_pg_checksums(&pg);
-	for (;;) {
-		char *now = dp_pg_query(&pg, "SELECT extract(epoch FROM clock_timestamp()) > %ld.3",
-		                        (long)t);
-		bool past = strcmp(now, "t") == 0;
-		free(now);
-		if (past)
-			break;
-		usleep(50 * 1000);
-	}
-	free(dp_pg_query(&pg,
-	                 "UPDATE items SET qty = qty + 1000 WHERE id <= 2500;"
-	                 "DELETE FROM notes WHERE id %% 2 = 0;"
-	                 "CREATE TABLE extra AS SELECT g AS id FROM generate_series(1, 100) g"));
-	char *latest = dp_pg_checksums(&pg);
-	ck_assert_str_ne(at_t, latest);
-	archive_now(&pg);
+	char T[32], *at_t, *latest;
+	dp_pg_pitr_scenario(&pg, T, NULL, &at_t, &latest);
 
 	char args[256];
 	snprintf(args, sizeof(args), "--backup pg-wal --time %s", T);

@@ -45,25 +45,6 @@ static char *restore_to(const dp_pg *pg, const char *args)
 	return sums;
 }
 
-/* Switches WAL and waits until the server has archived the segment. */
-static void archive_now(const dp_pg *pg)
-{
-	char *seg = dp_pg_query(pg, "SELECT pg_walfile_name(pg_switch_wal())");
-	for (int i = 0; i < 300; i++) {
-		char *last = dp_pg_query(
-		    pg, "SELECT coalesce(last_archived_wal, '') >= '%s' FROM pg_stat_archiver",
-		    seg);
-		bool done = strcmp(last, "t") == 0;
-		free(last);
-		if (done) {
-			free(seg);
-			return;
-		}
-		usleep(100 * 1000);
-	}
-	ck_abort_msg("segment %s was not archived", seg);
-}
-
 START_TEST(pitr_time_lsn_latest)
 {
 	dp_pg pg;
@@ -85,37 +66,8 @@ START_TEST(pitr_time_lsn_latest)
 	ck_assert_msg(st == 0, "backup failed (%d): %s", st, r.err);
 	dp_test_result_free(&r);
 
-	free(dp_pg_query(
-	    &pg, "CREATE TABLE items(id int PRIMARY KEY, qty int);"
-	         "INSERT INTO items SELECT g, g FROM generate_series(1, 5000) g;"
-	         "CREATE TABLE notes(id int PRIMARY KEY, body text);"
-	         "INSERT INTO notes SELECT g, md5(g::text) FROM generate_series(1, 500) g"));
-	char *lsn = dp_pg_query(&pg, "SELECT pg_current_wal_lsn()");
-	/* T: the first whole second after the load; the changes come after it. */
-	char *srv = dp_pg_query(&pg, "SELECT extract(epoch FROM clock_timestamp())::float8");
-	time_t t = (time_t)strtod(srv, NULL) + 1;
-	free(srv);
-	char T[32];
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(T, sizeof(T), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	char *at_t = dp_pg_checksums(&pg);
-	for (;;) {
-		char *now = dp_pg_query(&pg, "SELECT extract(epoch FROM clock_timestamp()) > %ld.3",
-		                        (long)t);
-		bool after = strcmp(now, "t") == 0;
-		free(now);
-		if (after)
-			break;
-		usleep(50 * 1000);
-	}
-	free(dp_pg_query(&pg,
-	                 "UPDATE items SET qty = qty + 1000 WHERE id <= 2500;"
-	                 "DELETE FROM notes WHERE id %% 2 = 0;"
-	                 "CREATE TABLE extra AS SELECT g AS id FROM generate_series(1, 100) g"));
-	char *latest = dp_pg_checksums(&pg);
-	ck_assert_str_ne(at_t, latest);
-	archive_now(&pg);
+	char T[32], *lsn, *at_t, *latest;
+	dp_pg_pitr_scenario(&pg, T, &lsn, &at_t, &latest);
 
 	/* Outside the window: refused, with the window, nothing created. */
 	char dir[PATH_MAX];
