@@ -19,6 +19,16 @@ export DP_METHODS_DIR=${DP_METHODS_DIR:-$here/methods}
 work=$(mktemp -d /tmp/dp-demo-XXXXXX)
 chmod 755 "$work"
 chown nobody "$work"
+# dp runs as nobody below. A checkout nobody cannot reach (a clone under
+# /root, or any 0700 directory) gets a copy of the programs and methods in
+# the work dir, removed with it.
+if ! runuser -u nobody -- test -x "$BIN/dp" 2>/dev/null; then
+	cp -R "$BIN" "$work/bin"
+	cp -R "$DP_METHODS_DIR" "$work/methods"
+	chmod -R a+rX "$work/bin" "$work/methods"
+	BIN=$work/bin
+	export PATH="$BIN:$PATH" DP_METHODS_DIR=$work/methods
+fi
 export DP_HOME=$work/home
 pids=()
 cleanup() {
