@@ -3,12 +3,14 @@
  *
  * Structure (always): each index and snapshot object is read, its id checked
  * and decrypted; every pack an index names exists and is long enough; every
- * blob a snapshot names is indexed. With read_data: every indexed pack is
- * read whole, its id (SHA-256) checked, its header authenticated, every
- * frame opened and the ids of its chunks recomputed; each must be where the
- * index says, and every chunk the index places in a pack must be found there. Packs no index names
- * are reported as unreferenced (an interrupted push leaves them; prune removes them), which is not
- * an error. Problems go to the caller's callback, one line each.
+ * frame a snapshot names is indexed and holds its slice. With read_data:
+ * every indexed pack is read whole, its id (SHA-256) checked, its header
+ * authenticated, every frame opened and the ids of its chunks recomputed;
+ * each must be where the index says, and every frame and chunk the index
+ * places in a pack must be found there. Packs no index names are reported
+ * as unreferenced (an interrupted push leaves them; prune removes them),
+ * which is not an error. Problems go to the caller's callback, one line
+ * each.
  */
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -113,6 +115,7 @@ static int check_trailer(struct ctx *c, struct pack_obj *o)
 struct seen {
 	const dp_index *ix;
 	bool *found;
+	bool *frame_found; /* one per index frame */
 };
 
 /* Opens every frame of the pack in buf and checks each chunk against the
@@ -127,6 +130,12 @@ static void check_frames(struct ctx *c, dp_sealer *s, struct seen *sn, const cha
 	}
 	for (size_t i = 0; i < h.nframes; i++) {
 		const dp_frame *f = &h.frames[i];
+		uint32_t fr = dp_index_find_frame(sn->ix, f->id);
+		const dp_frame *g = fr == DP_INDEX_EMPTY ? NULL : &sn->ix->frames[fr];
+		if (g && g->offset == f->offset && g->length == f->length &&
+		    g->raw_length == f->raw_length &&
+		    memcmp(sn->ix->packs[g->pack], pack_id, DP_HASH_LEN) == 0)
+			sn->frame_found[fr] = true;
 		if (dp_frame_open(s, f->id, buf->data + f->offset, f->length, raw, f->raw_length) !=
 		    0) {
 			problem(c, "pack \"%s\": the frame at offset %u failed authentication", key,
@@ -251,6 +260,8 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 			goto out;
 	}
 	c.rep->blobs = ix.count;
+	if ((rc = dp_index_map_frames(&ix)))
+		goto out;
 
 	/* Snapshots: every blob indexed. */
 	for (size_t i = 0; i < snap_keys.n; i++) {
@@ -264,13 +275,25 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 			problem(&c, "%s", dp_error_last());
 			continue;
 		}
-		size_t missing = 0;
-		for (size_t k = 0; k < snap.n; k++)
-			missing += dp_index_find(&ix, snap.ids[k]) == NULL;
+		size_t missing = 0, misfit = 0;
+		for (size_t k = 0; k < snap.n; k++) {
+			uint32_t fr = dp_index_find_frame(&ix, snap.frame_ids[k]);
+			if (fr == DP_INDEX_EMPTY)
+				missing++;
+			else if ((uint64_t)snap.start[k] + snap.length[k] >
+			         ix.frames[fr].raw_length)
+				misfit++;
+		}
 		if (missing)
 			problem(&c,
-			        "snapshot \"%s\" (\"%s\"): %zu of its %zu blobs are in no index",
+			        "snapshot \"%s\" (\"%s\"): %zu of its %zu slices name frames in "
+			        "no index",
 			        id, snap.info.name, missing, snap.n);
+		if (misfit)
+			problem(&c,
+			        "snapshot \"%s\" (\"%s\"): %zu of its %zu slices do not fit in "
+			        "their frames",
+			        id, snap.info.name, misfit, snap.n);
 		dp_snapshot_free(&snap);
 	}
 	rc = 0;
@@ -280,7 +303,8 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 			goto out;
 		sn.ix = &ix;
 		sn.found = calloc(ix.cap + 1, sizeof(bool));
-		if (!(raw = malloc(dp_frame_max(r))) || !sn.found) {
+		sn.frame_found = calloc(ix.nframes + 1, sizeof(bool));
+		if (!(raw = malloc(dp_frame_max(r))) || !sn.found || !sn.frame_found) {
 			rc = dp_error_set(DP_ERROR, "out of memory");
 			goto out;
 		}
@@ -295,8 +319,21 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 				rc = read_pack(&c, s, &sn, &c.packs[i], &buf, raw);
 		if (rc)
 			goto out;
-		/* Every chunk the index places in a pack that was read must have
-		 * been found there. */
+		/* Every frame the index places in a pack that was read must have
+		 * been found there (snapshots read frames by id), and so must every
+		 * chunk. */
+		for (size_t i = 0; i < ix.nframes; i++) {
+			const dp_frame *f = &ix.frames[i];
+			struct pack_obj *o = find_pack(&c, ix.packs[f->pack]);
+			if (sn.frame_found[i] || dp_index_find_frame(&ix, f->id) != i || !o ||
+			    !o->read)
+				continue; /* a copy of another, or reported already */
+			char key[100];
+			dp_pack_key(key, sizeof(key), o->id);
+			problem(&c,
+			        "pack \"%s\": no frame at offset %u, where the index places one",
+			        key, f->offset);
+		}
 		for (size_t i = 0; i < ix.cap; i++) {
 			const dp_blob_loc *l = &ix.slots[i];
 			if (l->frame == DP_INDEX_EMPTY || sn.found[i])
@@ -323,6 +360,7 @@ out:
 	free(c.packs);
 	free(raw);
 	free(sn.found);
+	free(sn.frame_found);
 	dp_sealer_free(s);
 	dp_index_free(&ix);
 	dp_buf_free(&plain);

@@ -60,9 +60,23 @@
  *   (all integers little endian). After a prune a frame may list fewer
  *   members than it holds (the dead ones are dropped from the index).
  *
- * Snapshot plaintext: "DPS1" | u32 json length | JSON | u64 n |
- *   n entries of id(32) | raw length u32
- *   JSON: {"name","kind","host","time","size","blobs","meta":{...}}
+ * Snapshot plaintext: "DPS2" | u32 json length | JSON | u64 n |
+ *   n slices of frame id(32) | start u32 | length u32
+ *   JSON: {"name","kind","host","time","nsec","size","blobs","meta":{...}}
+ *   The stream is the slices' bytes in order: bytes [start, start + length)
+ *   of the frame's plaintext. A push stores its new chunks in frames in
+ *   stream order, so a full backup is about one slice per frame (~1 MiB)
+ *   and an incremental one a slice per unchanged stretch of an old frame,
+ *   instead of 36 bytes per chunk. A slice starts and ends on chunk
+ *   boundaries; "blobs" counts the chunks, "size" the bytes.
+ *   Snapshots name frames, not chunks: prune keeps every frame a snapshot
+ *   names, whole (with all its index entries, whether or not a snapshot
+ *   still uses them: the bytes are stored anyway, and they deduplicate).
+ *   Two pushes running at once may both store a chunk, in frames of their
+ *   own; the index then lists the chunk under both frames, and the
+ *   in-memory index places it in the first one loaded. A frame whose chunks
+ *   all sit in other frames like that keeps its index record with no chunk
+ *   entries (restore needs only the frame's place).
  *
  * Writes are ordered so that a crash never leaves a reference to something
  * missing: packs, then the index naming them, then the snapshot naming the
@@ -79,7 +93,7 @@
 #include "dp/crypto.h"
 #include "dp/repo.h"
 
-#define DP_FORMAT_VERSION 2
+#define DP_FORMAT_VERSION 3
 #define DP_DEFAULT_CHUNK_AVG (16u * 1024)
 #define DP_DEFAULT_PACK_SIZE (16u * 1024 * 1024)
 #define DP_DEFAULT_ZSTD_LEVEL 2
@@ -89,7 +103,7 @@
 #define DP_FRAME_HEAD_LEN (DP_HASH_LEN + 16) /* frame id, offset, length, raw, n */
 #define DP_INDEX_ENTRY_LEN (DP_HASH_LEN + 8) /* id, offset in frame, raw length */
 #define DP_INDEX_MAX_ENTRIES (1u << 20)
-#define DP_SNAP_ENTRY_LEN (DP_HASH_LEN + 4)
+#define DP_SLICE_LEN (DP_HASH_LEN + 8) /* frame id, start, length */
 #define DP_LOCK_STALE_SECONDS 300
 #define DP_LOCK_REFRESH_SECONDS 60
 
@@ -125,6 +139,10 @@ typedef struct dp_index {
 	size_t npacks, packs_cap;
 	dp_frame *frames;
 	size_t nframes, frames_cap;
+	/* Frame id -> index into frames: built by dp_index_map_frames, open
+	 * addressing, UINT32_MAX marks empty. */
+	uint32_t *fslots;
+	size_t fcap;
 } dp_index;
 
 #define DP_INDEX_EMPTY UINT32_MAX
@@ -139,6 +157,11 @@ int dp_index_add(dp_index *ix, const dp_blob_loc *loc, bool *added);
 /* Adds a chunk location, or replaces the one with the same id. */
 int dp_index_set(dp_index *ix, const dp_blob_loc *loc);
 const dp_blob_loc *dp_index_find(const dp_index *ix, const uint8_t id[DP_HASH_LEN]);
+/* Builds the frame id lookup over every frame of ix (the first of equal ids
+ * wins: equal ids mean equal contents). Call after the last frame is added. */
+int dp_index_map_frames(dp_index *ix);
+/* The frame with that id (dp_index_map_frames first), or DP_INDEX_EMPTY. */
+uint32_t dp_index_find_frame(const dp_index *ix, const uint8_t id[DP_HASH_LEN]);
 void dp_index_free(dp_index *ix);
 /* Parses an index plaintext into ix. */
 int dp_index_decode(dp_index *ix, const uint8_t *p, size_t len);
@@ -265,19 +288,20 @@ int dp_pack_read_header(dp_repo *r, dp_aead *a, const char *key, const uint8_t *
                         uint64_t pack_size, dp_pack_header *h);
 void dp_pack_header_free(dp_pack_header *h);
 
-/* Snapshots. */
+/* Snapshots: n slices, each bytes [start, start + length) of a frame. */
 typedef struct dp_snapshot {
 	dp_snapshot_info info;
 	size_t n;
-	uint8_t (*ids)[DP_HASH_LEN];
-	uint32_t *raw_lengths;
+	uint8_t (*frame_ids)[DP_HASH_LEN];
+	uint32_t *start, *length;
 } dp_snapshot;
 int dp_snapshot_load(dp_repo *r, const char *id_hex, dp_snapshot *out);
 /* Like dp_snapshot_list, but an unreadable snapshot is an error instead of
  * a warning (prune must know every snapshot before it deletes anything). */
 int dp_snapshot_list_strict(dp_repo *r, dp_snapshot_info **out, size_t *n);
 void dp_snapshot_free(dp_snapshot *s);
-int dp_snapshot_encode(const dp_snapshot_info *info, const uint8_t *entries, size_t n, dp_buf *out);
+/* slices: n entries of DP_SLICE_LEN bytes, as in the snapshot plaintext. */
+int dp_snapshot_encode(const dp_snapshot_info *info, const uint8_t *slices, size_t n, dp_buf *out);
 /* Resolves name_or_id to a full snapshot id. */
 int dp_snapshot_resolve(dp_repo *r, const char *name_or_id, char id_out[DP_ID_HEX]);
 int dp_validate_name(const char *name);

@@ -113,8 +113,46 @@ const dp_blob_loc *dp_index_find(const dp_index *ix, const uint8_t id[DP_HASH_LE
 	return NULL;
 }
 
+int dp_index_map_frames(dp_index *ix)
+{
+	size_t cap = 1024;
+	while (cap < ix->nframes * 2)
+		cap *= 2;
+	uint32_t *fs = malloc(cap * sizeof(*fs));
+	if (!fs)
+		return dp_error_set(DP_ERROR, "out of memory (index of %zu frames)", ix->nframes);
+	for (size_t i = 0; i < cap; i++)
+		fs[i] = EMPTY;
+	for (size_t f = 0; f < ix->nframes; f++) {
+		size_t s = (size_t)dp_get_u64(ix->frames[f].id) & (cap - 1);
+		while (fs[s] != EMPTY &&
+		       memcmp(ix->frames[fs[s]].id, ix->frames[f].id, DP_HASH_LEN))
+			s = (s + 1) & (cap - 1);
+		if (fs[s] == EMPTY)
+			fs[s] = (uint32_t)f;
+	}
+	free(ix->fslots);
+	ix->fslots = fs;
+	ix->fcap = cap;
+	return 0;
+}
+
+uint32_t dp_index_find_frame(const dp_index *ix, const uint8_t id[DP_HASH_LEN])
+{
+	if (!ix->fcap)
+		return EMPTY;
+	size_t s = (size_t)dp_get_u64(id) & (ix->fcap - 1);
+	while (ix->fslots[s] != EMPTY) {
+		if (memcmp(ix->frames[ix->fslots[s]].id, id, DP_HASH_LEN) == 0)
+			return ix->fslots[s];
+		s = (s + 1) & (ix->fcap - 1);
+	}
+	return EMPTY;
+}
+
 void dp_index_free(dp_index *ix)
 {
+	free(ix->fslots);
 	free(ix->slots);
 	free(ix->packs);
 	free(ix->frames);
@@ -124,7 +162,8 @@ void dp_index_free(dp_index *ix)
 /* The index grouped for writing: frames bucketed by pack, chunks by frame.
  * fstart/fcount: the frames of pack p are forder[fstart[p] ..+ fcount[p]];
  * cstart/ccount: the chunks of frame f are corder[cstart[f] ..+ ccount[f]].
- * Frames without chunks are left out. */
+ * Every frame is written, with or without chunks (format.h: a frame whose
+ * chunks the index places elsewhere still holds a snapshot's bytes). */
 struct groups {
 	uint32_t *fcount, *ccount;
 	size_t *fstart, *cstart;
@@ -174,14 +213,12 @@ static int groups_make(const dp_index *ix, struct groups *g)
 		if (ix->slots[i].frame != EMPTY)
 			g->corder[fill[ix->slots[i].frame]++] = &ix->slots[i];
 	for (size_t f = 0; f < ix->nframes; f++)
-		if (g->ccount[f])
-			g->fcount[ix->frames[f].pack]++;
+		g->fcount[ix->frames[f].pack]++;
 	for (size_t p = 1; p <= ix->npacks; p++)
 		g->fstart[p] = g->fstart[p - 1] + g->fcount[p - 1];
 	memcpy(fill, g->fstart, np * sizeof(*fill));
 	for (size_t f = 0; f < ix->nframes; f++)
-		if (g->ccount[f])
-			g->forder[fill[ix->frames[f].pack]++] = (uint32_t)f;
+		g->forder[fill[ix->frames[f].pack]++] = (uint32_t)f;
 	free(fill);
 	return 0;
 }
@@ -243,7 +280,7 @@ int dp_index_write(dp_repo *r, const dp_index *ix, uint64_t *bytes_out)
 		                                     n * DP_INDEX_ENTRY_LEN)))
 			break;
 		encode_packs(ix, &g, p0, p1, &plain);
-		if (n)
+		if (nf)
 			rc = dp_object_write(r, "index", "index", plain.data, plain.len, id,
 			                     bytes_out);
 		p0 = p1;

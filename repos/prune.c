@@ -1,15 +1,15 @@
 /*
  * Prune: mark and sweep under the exclusive lock.
  *
- * Mark: every chunk any snapshot names is live (a snapshot that cannot be
- * read stops prune: deleting on an incomplete mark would lose data), and so
- * is every frame holding a live chunk. A frame is kept whole: its dead
- * chunks stay inside it (dropped from the index) until no chunk of it is
- * live. Sweep, in an order that is safe at any crash point:
+ * Mark: every frame a snapshot names is live (a snapshot that cannot be
+ * read stops prune: deleting on an incomplete mark would lose data). A
+ * frame is kept whole, with every chunk the index places in it, until no
+ * snapshot names it. Sweep, in an order that is safe at any crash point:
  *   1. packs whose live fraction is below the threshold are repacked: their
  *      live frames are read, authenticated and copied, still sealed (a
  *      frame's seal does not depend on its pack), into new packs;
- *   2. one new index naming every live chunk where it now is is written;
+ *   2. one new index naming every live frame and its chunks where they now
+ *      are is written;
  *   3. the old index objects are removed;
  *   4. packs with no live blob, repacked packs and orphans (packs no index
  *      names: interrupted pushes) are removed.
@@ -64,6 +64,7 @@ static int cmp_pk(const void *a, const void *b)
 struct live {
 	dp_blob_loc l;
 	uint32_t pk, offset;
+	bool no_chunk; /* stands for a live frame the index places no chunk in */
 };
 
 static int cmp_live(const void *a, const void *b)
@@ -130,7 +131,7 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 {
 	dp_prune_report local = {0};
 	dp_lock *lock = NULL;
-	dp_index used = {0}, ix = {0}, nix = {0};
+	dp_index ix = {0}, nix = {0};
 	dp_keylist ikeys = {0};
 	struct ctx c = {0};
 	dp_snapshot_info *snaps = NULL;
@@ -159,7 +160,13 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 		if ((rc = r->b->cleanup(r->b, written[i])))
 			goto out;
 
-	/* Mark. */
+	/* Mark: the frames the snapshots name. */
+	if ((rc = dp_index_load(r, &ix, &ikeys)) || (rc = dp_index_map_frames(&ix)))
+		goto out;
+	if (!(frame_live = calloc(ix.nframes + 1, sizeof(*frame_live)))) {
+		rc = dp_error_set(DP_ERROR, "out of memory");
+		goto out;
+	}
 	if ((rc = dp_snapshot_list_strict(r, &snaps, &nsnaps))) {
 		dp_error_prefix("prune stopped, nothing was removed (remove a damaged snapshot "
 		                "with 'dp-worker rm ID')");
@@ -171,17 +178,24 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 			dp_error_prefix("prune stopped, nothing was removed");
 			goto out;
 		}
-		for (size_t j = 0; j < snap.n && !rc; j++) {
-			dp_blob_loc l = {.frame = 0};
-			memcpy(l.id, snap.ids[j], DP_HASH_LEN);
-			rc = dp_index_add(&used, &l, NULL);
+		size_t missing = 0;
+		for (size_t j = 0; j < snap.n; j++) {
+			uint32_t fr = dp_index_find_frame(&ix, snap.frame_ids[j]);
+			if (fr == DP_INDEX_EMPTY)
+				missing++;
+			else
+				frame_live[fr] = true;
 		}
 		dp_snapshot_free(&snap);
-		if (rc)
+		if (missing) {
+			rc = dp_error_set(
+			    DP_ECORRUPT,
+			    "prune stopped, nothing was removed: snapshot \"%s\" names "
+			    "%zu frames that are in no index; run 'dp repo check'",
+			    snaps[i].id, missing);
 			goto out;
+		}
 	}
-	if ((rc = dp_index_load(r, &ix, &ikeys)))
-		goto out;
 	if ((rc = r->b->list(r->b, "data/", add_pack, &c)))
 		goto out;
 	if (c.n)
@@ -191,12 +205,15 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 		if (p)
 			p->indexed = true;
 	}
-	/* The live chunks, each tagged with its pack's position in c.v, then
-	 * sorted by pack and frame: one pass per pack below, whatever the
-	 * repository's size, and repacking reads each pack once. */
-	live = malloc((ix.count + 1) * sizeof(*live));
-	frame_live = calloc(ix.nframes + 1, sizeof(*frame_live));
-	if (!live || !frame_live) {
+	/* The live frames, each with the chunks the index places in it (all of
+	 * them: a live frame is kept whole), or one entry without a chunk if it
+	 * has none; each tagged with its pack's position in c.v, then sorted by
+	 * pack and frame: one pass per pack below, whatever the repository's
+	 * size, and repacking reads each pack once. */
+	uint32_t *nchunks = calloc(ix.nframes + 1, sizeof(*nchunks));
+	live = malloc((ix.count + ix.nframes + 1) * sizeof(*live));
+	if (!live || !nchunks) {
+		free(nchunks);
 		rc = dp_error_set(DP_ERROR, "out of memory");
 		goto out;
 	}
@@ -204,11 +221,19 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 		dp_blob_loc l = ix.slots[i];
 		if (l.frame == DP_INDEX_EMPTY)
 			continue;
-		if (!dp_index_find(&used, l.id)) {
+		if (!frame_live[l.frame]) {
 			rep->blobs_removed++;
 			continue;
 		}
-		const dp_frame *f = &ix.frames[l.frame];
+		nchunks[l.frame]++;
+		live[nlive++] = (struct live){.l = l};
+	}
+	for (uint32_t f = 0; f < ix.nframes; f++)
+		if (frame_live[f] && !nchunks[f])
+			live[nlive++] = (struct live){.l = {.frame = f}, .no_chunk = true};
+	free(nchunks);
+	for (size_t i = 0; i < nlive; i++) {
+		const dp_frame *f = &ix.frames[live[i].l.frame];
 		struct pk *p = bsearch(ix.packs[f->pack], c.v, c.n, sizeof(*c.v), cmp_pk);
 		if (!p) {
 			char hex[DP_ID_HEX];
@@ -220,20 +245,14 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 			    hex);
 			goto out;
 		}
-		if (!frame_live[l.frame]) {
-			frame_live[l.frame] = true;
+		live[i].pk = (uint32_t)(p - c.v);
+		live[i].offset = f->offset;
+		/* The frame's bytes count once towards its pack's live bytes
+		 * (frame_live is not needed past this loop). */
+		if (frame_live[live[i].l.frame]) {
+			frame_live[live[i].l.frame] = false;
 			p->live += f->length;
 		}
-		live[nlive++] =
-		    (struct live){.l = l, .pk = (uint32_t)(p - c.v), .offset = f->offset};
-	}
-	if (nlive < used.count) {
-		rc =
-		    dp_error_set(DP_ECORRUPT,
-		                 "prune stopped, nothing was removed: %zu blobs that snapshots use "
-		                 "are in no index; run 'dp repo check'",
-		                 used.count - nlive);
-		goto out;
 	}
 	bool change = ikeys.n > 1;
 	for (size_t i = 0; i < c.n; i++) {
@@ -282,6 +301,8 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 			while (fe < end && live[fe].l.frame == live[at].l.frame)
 				fe++;
 			dp_frame f = ix.frames[live[at].l.frame];
+			if (live[at].no_chunk)
+				at++; /* [at, fe) is now empty: the frame alone */
 			if (p->keep) {
 				dp_blob_loc l = {.frame = 0};
 				f.pack = p->newidx;
@@ -312,7 +333,7 @@ int dp_repo_prune(dp_repo *r, double fill_threshold, dp_prune_report *rep)
 	if ((rc = dp_lock_check(lock)))
 		goto out;
 	/* Sweep 2 and 3: the new index, then the old ones go. */
-	if (nix.count && (rc = dp_index_write(r, &nix, NULL)))
+	if (nix.nframes && (rc = dp_index_write(r, &nix, NULL)))
 		goto out;
 	for (size_t i = 0; i < ikeys.n; i++)
 		if ((rc = r->b->remove(r->b, ikeys.v[i])))
@@ -343,7 +364,6 @@ out:
 	dp_packer_free(&k);
 	dp_buf_free(&buf);
 	dp_snapshot_info_free(snaps, nsnaps);
-	dp_index_free(&used);
 	dp_index_free(&ix);
 	dp_index_free(&nix);
 	dp_lock_release(lock);

@@ -1,12 +1,13 @@
 /*
  * Pull: a snapshot's bytes, in order. Fetch threads read ahead of the reader
- * into a ring of K run buffers. A run is a stretch of consecutive chunks of
- * the snapshot, about RUN_RAW bytes, cut where a frame ends so that a frame
- * is rarely needed by two runs. A fetch thread claims the next run, reads
- * the frames it needs (frames that lie back to back in one pack with one
- * ranged get), opens each (AES-GCM, then zstd) and puts the chunks in place.
- * A frame whose chunks fill a stretch of the run in order (a fresh push
- * stores them that way) is decompressed straight into the run buffer; other
+ * into a ring of K run buffers. A run is a stretch of consecutive slices of
+ * the snapshot (format.h: a slice is a stretch of one frame's bytes), about
+ * RUN_RAW bytes, cut where a frame ends so that a frame is rarely needed by
+ * two runs. A fetch thread claims the next run, reads the frames it needs
+ * (frames that lie back to back in one pack with one ranged get), opens each
+ * (AES-GCM, then zstd) and puts the slices in place. A frame whose slices
+ * fill a stretch of the run in order (a full push's slices are whole frames)
+ * is decompressed straight into the run buffer; other
  * frames go through the thread's frame buffer and are copied out. The
  * caller's thread copies from the ring in stream order. Memory is K run
  * buffers plus a frame buffer and a read buffer per thread, whatever the
@@ -16,9 +17,8 @@
  * there a thread mostly waits for the network.
  *
  * Every byte handed out has been authenticated (the frame id, which the
- * index records beside the chunk's place, is bound to the frame's
- * ciphertext). A missing pack, a failed authentication or a length that does
- * not match stops the pull with an error naming the pack.
+ * snapshot names, is bound to the frame's ciphertext). A missing pack, a failed authentication or a
+ * length that does not match stops the pull with an error naming the pack.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -37,7 +37,7 @@ enum { RUN_EMPTY, RUN_FETCHING, RUN_READY };
 struct run {
 	uint8_t *buf; /* the run's bytes, in stream order */
 	size_t len, cap;
-	size_t first, n; /* chunks [first, first + n) of the snapshot */
+	size_t first, n; /* slices [first, first + n) of the snapshot */
 	const dp_blob_loc **locs;
 	size_t locs_cap;
 	int state;
@@ -51,7 +51,7 @@ struct fetcher {
 	uint32_t frame_in; /* which frame is in it, or DP_INDEX_EMPTY */
 	uint32_t *distinct; /* the frames of the run being fetched */
 	size_t distinct_cap;
-	size_t *pos; /* each chunk's place in the run buffer */
+	size_t *pos; /* each slice's place in the run buffer */
 	size_t pos_cap;
 };
 
@@ -60,13 +60,14 @@ struct dp_pull {
 	dp_lock *lock;
 	dp_snapshot snap;
 	dp_index ix;
+	dp_blob_loc *locs; /* the snapshot's slices, placed (place_slices) */
 	struct run *runs;
 	size_t nruns;
 	pthread_t *threads;
 	int nthreads, started;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	size_t next_chunk; /* the first chunk not yet claimed */
+	size_t next_slice; /* the first slice not yet claimed */
 	uint64_t next_assign, next_read; /* run sequence numbers */
 	size_t read_off;
 	bool stop, failed;
@@ -74,45 +75,49 @@ struct dp_pull {
 	char err[1024];
 };
 
-/* The location of chunk i, checked against the snapshot; NULL with the
- * error set if it cannot be read. */
-static const dp_blob_loc *locate(dp_pull *p, size_t i)
+/* Places the snapshot's slices: p->locs[i] is slice i as a location in a
+ * frame of the index (its id field unused), checked against the frame. */
+static int place_slices(dp_pull *p)
 {
-	const dp_blob_loc *l = dp_index_find(&p->ix, p->snap.ids[i]);
-	if (!l) {
-		char hex[DP_ID_HEX];
-		dp_hex(hex, p->snap.ids[i], DP_HASH_LEN);
-		dp_error_set(DP_ECORRUPT,
-		             "blob %s of snapshot \"%s\" is in no index: the repository lost data "
-		             "(run 'dp repo check')",
-		             hex, p->snap.info.id);
-		return NULL;
+	int rc = dp_index_map_frames(&p->ix);
+	if (rc)
+		return rc;
+	if (!(p->locs = malloc((p->snap.n + 1) * sizeof(*p->locs))))
+		return dp_error_set(DP_ERROR, "out of memory");
+	for (size_t i = 0; i < p->snap.n; i++) {
+		uint32_t fr = dp_index_find_frame(&p->ix, p->snap.frame_ids[i]);
+		if (fr == DP_INDEX_EMPTY) {
+			char hex[DP_ID_HEX];
+			dp_hex(hex, p->snap.frame_ids[i], DP_HASH_LEN);
+			return dp_error_set(DP_ECORRUPT,
+			                    "frame %s of snapshot \"%s\" is in no index: the "
+			                    "repository lost data (run 'dp repo check')",
+			                    hex, p->snap.info.id);
+		}
+		const dp_frame *f = &p->ix.frames[fr];
+		if (f->raw_length > dp_frame_max(p->r) ||
+		    (uint64_t)p->snap.start[i] + p->snap.length[i] > f->raw_length)
+			return dp_error_set(
+			    DP_ECORRUPT,
+			    "slice %zu of snapshot \"%s\" does not fit in its frame "
+			    "(index and snapshot disagree)",
+			    i, p->snap.info.id);
+		p->locs[i] = (dp_blob_loc){
+		    .frame = fr, .inner = p->snap.start[i], .raw_length = p->snap.length[i]};
 	}
-	const dp_frame *f = &p->ix.frames[l->frame];
-	if (l->raw_length != p->snap.raw_lengths[i] || l->raw_length > p->r->chunk_max ||
-	    f->raw_length > dp_frame_max(p->r) ||
-	    (uint64_t)l->inner + l->raw_length > f->raw_length) {
-		dp_error_set(
-		    DP_ECORRUPT,
-		    "blob %zu of snapshot \"%s\": index and snapshot disagree on its length", i,
-		    p->snap.info.id);
-		return NULL;
-	}
-	return l;
+	return 0;
 }
 
-/* Claims the next run (called with mu held, its slot empty): chunks from
- * next_chunk on, up to RUN_RAW bytes and then to the end of the frame the
+/* Claims the next run (called with mu held, its slot empty): slices from
+ * next_slice on, up to RUN_RAW bytes and then to the end of the frame the
  * last one is in, never more than the buffer holds. */
 static int claim_run(dp_pull *p, struct run *u)
 {
-	size_t i = p->next_chunk, raw = 0;
+	size_t i = p->next_slice, raw = 0;
 	u->first = i;
 	u->n = 0;
 	while (i + u->n < p->snap.n) {
-		const dp_blob_loc *l = locate(p, i + u->n);
-		if (!l)
-			return dp_error_code();
+		const dp_blob_loc *l = &p->locs[i + u->n];
 		if (u->n && (raw + l->raw_length > u->cap ||
 		             (raw >= RUN_RAW && l->frame != u->locs[u->n - 1]->frame)))
 			break;
@@ -124,7 +129,7 @@ static int claim_run(dp_pull *p, struct run *u)
 	}
 	u->len = raw;
 	u->state = RUN_FETCHING;
-	p->next_chunk = i + u->n;
+	p->next_slice = i + u->n;
 	p->next_assign++;
 	return 0;
 }
@@ -139,13 +144,13 @@ static int cmp_frame_place(const void *a, const void *b, void *arg)
 	return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-/* Puts frame fr's chunks of run u in place; sealed: its sealed bytes, or
+/* Puts frame fr's slices of run u in place; sealed: its sealed bytes, or
  * NULL if it is the one already open in the fetcher's frame buffer. */
 static int place_frame(dp_pull *p, struct fetcher *t, struct run *u, uint32_t fr,
                        const uint8_t *sealed, const char *key)
 {
 	const dp_frame *f = &p->ix.frames[fr];
-	/* Straight into the run buffer if its chunks there are the whole
+	/* Straight into the run buffer if its slices there are the whole
 	 * frame, in order and back to back. */
 	size_t k = 0, at = 0;
 	bool direct = false;
@@ -168,7 +173,7 @@ static int place_frame(dp_pull *p, struct fetcher *t, struct run *u, uint32_t fr
 			                    "authentication: the pack is corrupted",
 			                    key, f->offset);
 		if (direct) {
-			/* Other chunks of the run may use the frame too. */
+			/* Other slices of the run may use the frame too. */
 			for (size_t j = k; j < u->n; j++)
 				if (u->locs[j]->frame == fr &&
 				    (t->pos[j] < at || t->pos[j] >= at + f->raw_length))
@@ -270,12 +275,12 @@ static void *fetch_main(void *arg)
 	pthread_mutex_lock(&p->mu);
 	while (!rc) {
 		struct run *u = &p->runs[p->next_assign % p->nruns];
-		while (!p->stop && !p->failed && p->next_chunk < p->snap.n &&
+		while (!p->stop && !p->failed && p->next_slice < p->snap.n &&
 		       u->state != RUN_EMPTY) {
 			pthread_cond_wait(&p->cv, &p->mu);
 			u = &p->runs[p->next_assign % p->nruns];
 		}
-		if (p->stop || p->failed || p->next_chunk >= p->snap.n)
+		if (p->stop || p->failed || p->next_slice >= p->snap.n)
 			break;
 		if ((rc = claim_run(p, u)))
 			break;
@@ -315,6 +320,7 @@ void dp_pull_close(dp_pull *p)
 	free(p->runs);
 	free(p->threads);
 	dp_snapshot_free(&p->snap);
+	free(p->locs);
 	dp_index_free(&p->ix);
 	dp_lock_release(p->lock);
 	pthread_mutex_destroy(&p->mu);
@@ -333,7 +339,8 @@ int dp_pull_open(dp_pull **out, dp_repo *r, const char *name_or_id)
 	pthread_cond_init(&p->cv, NULL);
 	int rc = dp_lock_acquire(&p->lock, r, false, "pull");
 	if (rc || (rc = dp_snapshot_resolve(r, name_or_id, id)) ||
-	    (rc = dp_snapshot_load(r, id, &p->snap)) || (rc = dp_index_load(r, &p->ix, NULL)))
+	    (rc = dp_snapshot_load(r, id, &p->snap)) || (rc = dp_index_load(r, &p->ix, NULL)) ||
+	    (rc = place_slices(p)))
 		goto fail;
 	p->nthreads = dp_repo_nthreads(r);
 	if ((r->b->features & DP_BACKEND_F_PARALLEL) && p->nthreads < 8)
@@ -375,7 +382,7 @@ int dp_pull_read(dp_pull *p, void *buf, size_t cap, size_t *got)
 	size_t n = 0;
 	int rc = 0;
 	pthread_mutex_lock(&p->mu);
-	while (n < cap && (p->next_read < p->next_assign || p->next_chunk < p->snap.n)) {
+	while (n < cap && (p->next_read < p->next_assign || p->next_slice < p->snap.n)) {
 		struct run *u = &p->runs[p->next_read % p->nruns];
 		while (!p->failed && !(p->next_read < p->next_assign && u->state == RUN_READY))
 			pthread_cond_wait(&p->cv, &p->mu);

@@ -39,6 +39,9 @@
 
 enum { JOB_FREE, JOB_FILLED, JOB_WORKING, JOB_DONE };
 
+/* The committer's list of the stream's chunks: id, raw length u32. */
+#define ENTRY_LEN (DP_HASH_LEN + 4)
+
 struct chunk {
 	uint32_t off, len; /* in job.raw */
 	uint8_t id[DP_HASH_LEN];
@@ -97,7 +100,7 @@ struct dp_push {
 	struct pack *uploads, **uploads_tail;
 	bool uploads_closing;
 
-	dp_buf entries; /* snapshot entries, committer only */
+	dp_buf entries; /* the stream's chunks (ENTRY_LEN each), committer only */
 	pthread_t *workers;
 	int nworkers, nuploaders, started_workers, started_uploaders;
 	pthread_t committer;
@@ -276,7 +279,7 @@ static void *committer_main(void *arg)
 
 		for (size_t i = 0; i < j->n; i++) {
 			const struct chunk *c = &j->chunks[i];
-			uint8_t e[DP_SNAP_ENTRY_LEN];
+			uint8_t e[ENTRY_LEN];
 			memcpy(e, c->id, DP_HASH_LEN);
 			dp_set_u32(e + DP_HASH_LEN, c->len);
 			if ((rc = dp_buf_append(&p->entries, e, sizeof(e))))
@@ -676,10 +679,53 @@ static int still_valid(dp_push *p)
 	return rc;
 }
 
+/* The snapshot's slices (format.h) from the list of the stream's chunks:
+ * each chunk's frame and place, from the repository's index or, for a chunk
+ * this push stored, from its own (complete once every pack is written);
+ * chunks that follow each other in a frame make one slice. */
+static int make_slices(dp_push *p, dp_buf *out, size_t *n)
+{
+	const uint8_t *e = p->entries.data;
+	size_t last = 0; /* offset of the last slice in out, valid when *n > 0 */
+	*n = 0;
+	for (uint64_t i = 0; i < p->blobs; i++, e += ENTRY_LEN) {
+		const dp_index *ix = &p->known;
+		const dp_blob_loc *l = dp_index_find(ix, e);
+		if (!l) {
+			ix = &p->fresh;
+			l = dp_index_find(ix, e);
+		}
+		if (!l || l->frame >= ix->nframes || l->raw_length != dp_get_u32(e + DP_HASH_LEN))
+			return dp_error_set(DP_ERROR,
+			                    "push: chunk %llu of the stream has no place "
+			                    "(internal error); nothing was committed",
+			                    (unsigned long long)i);
+		const uint8_t *fid = ix->frames[l->frame].id;
+		uint8_t *q = out->data + last;
+		if (*n && memcmp(q, fid, DP_HASH_LEN) == 0 &&
+		    dp_get_u32(q + DP_HASH_LEN) + dp_get_u32(q + DP_HASH_LEN + 4) == l->inner) {
+			dp_set_u32(q + DP_HASH_LEN + 4,
+			           dp_get_u32(q + DP_HASH_LEN + 4) + l->raw_length);
+			continue;
+		}
+		uint8_t sl[DP_SLICE_LEN];
+		memcpy(sl, fid, DP_HASH_LEN);
+		dp_set_u32(sl + DP_HASH_LEN, l->inner);
+		dp_set_u32(sl + DP_HASH_LEN + 4, l->raw_length);
+		last = out->len;
+		int rc = dp_buf_append(out, sl, sizeof(sl));
+		if (rc)
+			return rc;
+		(*n)++;
+	}
+	return 0;
+}
+
 int dp_push_commit(dp_push *p, dp_push_result *res)
 {
 	char id[DP_ID_HEX];
-	dp_buf snap = {0};
+	dp_buf snap = {0}, slices = {0};
+	size_t nslices = 0;
 	int rc = 0;
 	if (p->cur && p->cur->len > 0)
 		submit(p);
@@ -690,15 +736,18 @@ int dp_push_commit(dp_push *p, dp_push_result *res)
 	free_buffers(p);
 	if ((rc = push_error(p)) || (rc = still_valid(p)))
 		goto out;
+	if ((rc = make_slices(p, &slices, &nslices)))
+		goto out;
+	dp_buf_free(&p->entries);
 	dp_index_free(&p->known);
 	if (p->fresh.count && (rc = dp_index_write(p->r, &p->fresh, &p->stored)))
 		goto out;
 	dp_index_free(&p->fresh);
 	p->info.size = p->size;
 	p->info.blobs = p->blobs;
-	if ((rc = dp_snapshot_encode(&p->info, p->entries.data, p->blobs, &snap)))
+	if ((rc = dp_snapshot_encode(&p->info, slices.data, nslices, &snap)))
 		goto out;
-	dp_buf_free(&p->entries);
+	dp_buf_free(&slices);
 	/* The snapshot last: only now does the backup exist. */
 	if ((rc = dp_object_write(p->r, "snapshot", "snapshots", snap.data, snap.len, id,
 	                          &p->stored)))
@@ -717,6 +766,7 @@ int dp_push_commit(dp_push *p, dp_push_result *res)
 	}
 out:
 	dp_buf_free(&snap);
+	dp_buf_free(&slices);
 	push_free(p);
 	return rc;
 }

@@ -32,7 +32,7 @@ int dp_validate_name(const char *name)
 	return 0;
 }
 
-int dp_snapshot_encode(const dp_snapshot_info *info, const uint8_t *entries, size_t n, dp_buf *out)
+int dp_snapshot_encode(const dp_snapshot_info *info, const uint8_t *slices, size_t n, dp_buf *out)
 {
 	int rc = 0;
 	cJSON *j = cJSON_CreateObject();
@@ -60,13 +60,13 @@ int dp_snapshot_encode(const dp_snapshot_info *info, const uint8_t *entries, siz
 		goto out;
 	}
 	size_t tl = strlen(text);
-	if ((rc = dp_buf_reserve(out, 16 + tl + n * DP_SNAP_ENTRY_LEN)))
+	if ((rc = dp_buf_reserve(out, 16 + tl + n * DP_SLICE_LEN)))
 		goto out;
-	dp_buf_append(out, "DPS1", 4);
+	dp_buf_append(out, "DPS2", 4);
 	dp_buf_put_u32(out, (uint32_t)tl);
 	dp_buf_append(out, text, tl);
 	dp_buf_put_u64(out, n);
-	dp_buf_append(out, entries, n * DP_SNAP_ENTRY_LEN);
+	dp_buf_append(out, slices, n * DP_SLICE_LEN);
 out:
 	free(text);
 	cJSON_Delete(j);
@@ -80,7 +80,7 @@ static void copy_str(char *dst, size_t cap, const cJSON *v)
 
 static int decode(const char *id, const uint8_t *p, size_t len, dp_snapshot *s, bool entries)
 {
-	if (len < 8 || memcmp(p, "DPS1", 4) != 0)
+	if (len < 8 || memcmp(p, "DPS2", 4) != 0)
 		return DP_ECORRUPT;
 	uint32_t tl = dp_get_u32(p + 4);
 	if (tl > len - 8 || len - 8 - tl < 8)
@@ -105,11 +105,13 @@ static int decode(const char *id, const uint8_t *p, size_t len, dp_snapshot *s, 
 	const cJSON *sz = cJSON_GetObjectItemCaseSensitive(j, "size");
 	const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "meta");
 	const cJSON *ns = cJSON_GetObjectItemCaseSensitive(j, "nsec");
+	const cJSON *nb = cJSON_GetObjectItemCaseSensitive(j, "blobs");
 	s->info.time = cJSON_IsNumber(t) ? (int64_t)t->valuedouble : 0;
 	s->info.nsec = cJSON_IsNumber(ns) && ns->valuedouble >= 0 && ns->valuedouble < 1e9
 	                   ? (int32_t)ns->valuedouble
 	                   : 0;
 	s->info.size = cJSON_IsNumber(sz) ? (uint64_t)sz->valuedouble : 0;
+	s->info.blobs = cJSON_IsNumber(nb) && nb->valuedouble >= 0 ? (uint64_t)nb->valuedouble : 0;
 	if (cJSON_IsObject(m))
 		s->info.meta = cJSON_PrintUnformatted(m);
 	cJSON_Delete(j);
@@ -118,23 +120,26 @@ static int decode(const char *id, const uint8_t *p, size_t len, dp_snapshot *s, 
 	uint64_t n = dp_get_u64(q);
 	q += 8;
 	uint64_t rest = (uint64_t)(len - (size_t)(q - p));
-	if (n > rest / DP_SNAP_ENTRY_LEN || rest != n * DP_SNAP_ENTRY_LEN)
+	if (n > rest / DP_SLICE_LEN || rest != n * DP_SLICE_LEN)
 		goto bad;
-	s->info.blobs = n;
 	if (!entries)
 		return 0;
 	s->n = (size_t)n;
-	s->ids = malloc((s->n + 1) * DP_HASH_LEN);
-	s->raw_lengths = malloc((s->n + 1) * sizeof(uint32_t));
-	if (!s->ids || !s->raw_lengths) {
+	s->frame_ids = malloc((s->n + 1) * DP_HASH_LEN);
+	s->start = malloc((s->n + 1) * sizeof(uint32_t));
+	s->length = malloc((s->n + 1) * sizeof(uint32_t));
+	if (!s->frame_ids || !s->start || !s->length) {
 		dp_snapshot_free(s);
 		return dp_error_set(DP_ERROR, "out of memory");
 	}
 	uint64_t total = 0;
-	for (size_t i = 0; i < s->n; i++, q += DP_SNAP_ENTRY_LEN) {
-		memcpy(s->ids[i], q, DP_HASH_LEN);
-		s->raw_lengths[i] = dp_get_u32(q + DP_HASH_LEN);
-		total += s->raw_lengths[i];
+	for (size_t i = 0; i < s->n; i++, q += DP_SLICE_LEN) {
+		memcpy(s->frame_ids[i], q, DP_HASH_LEN);
+		s->start[i] = dp_get_u32(q + DP_HASH_LEN);
+		s->length[i] = dp_get_u32(q + DP_HASH_LEN + 4);
+		if (s->length[i] == 0)
+			goto bad;
+		total += s->length[i];
 	}
 	if (total != s->info.size)
 		goto bad;
@@ -164,8 +169,9 @@ int dp_snapshot_load(dp_repo *r, const char *id_hex, dp_snapshot *out)
 void dp_snapshot_free(dp_snapshot *s)
 {
 	free(s->info.meta);
-	free(s->ids);
-	free(s->raw_lengths);
+	free(s->frame_ids);
+	free(s->start);
+	free(s->length);
 	memset(s, 0, sizeof(*s));
 }
 

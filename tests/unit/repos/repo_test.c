@@ -393,26 +393,32 @@ START_TEST(newest_within_one_second)
 END_TEST
 
 /* Chunks of one frame shared by snapshots, a prune that leaves frames
- * partly live, and an index rebuilt from such packs. */
+ * partly used (kept whole, every chunk still indexed) and removes a frame no
+ * snapshot names, and an index rebuilt from such packs. */
 START_TEST(frames_shared_then_pruned_and_rebuilt)
 {
 	dp_repo *r = make_repo(4096, 256 * 1024);
-	size_t n = 6 * 1024 * 1024;
-	uint8_t *a = make_data(n, 41), *b = malloc(n);
+	size_t n = 6 * 1024 * 1024, cn = 2 * 1024 * 1024;
+	uint8_t *a = make_data(n, 41), *b = malloc(n), *c = make_data(cn, 43);
 	memcpy(b, a, n);
 	for (size_t off = 8192; off + 8192 <= n; off += 97 * 1024)
 		memset(b + off, (int)(off >> 10), 8192); /* scattered pages */
-	dp_push_result ra, rb;
+	dp_push_result ra, rb, rc2, ra2;
 	ck_assert(push_buf(r, "a", a, n, 65536, &ra) == 0);
 	ck_assert(push_buf(r, "b", b, n, 65536, &rb) == 0);
+	ck_assert(push_buf(r, "c", c, cn, 65536, &rc2) == 0);
 	/* b stores only what changed: far less than a */
 	ck_assert_uint_lt(rb.stored * 5, ra.stored);
 	ck_assert_uint_gt(rb.blobs_new, 0);
 	size_t removed = 0;
 	ck_assert_int_eq(dp_snapshot_remove(r, "a", &removed), 0);
+	ck_assert_int_eq(dp_snapshot_remove(r, "c", &removed), 0);
 	dp_prune_report rep;
 	ck_assert_msg(dp_repo_prune(r, 0.9, &rep) == 0, "%s", dp_error_last());
-	ck_assert_uint_gt(rep.blobs_removed, 0);
+	/* c's frames went, a's stayed (b uses a part of each) */
+	ck_assert_uint_eq(rep.blobs_removed, rc2.blobs_new);
+	ck_assert(push_buf(r, "a", a, n, 65536, &ra2) == 0);
+	ck_assert_uint_eq(ra2.blobs_new, 0);
 	uint8_t *back;
 	size_t bn;
 	ck_assert_msg(pull_buf(r, "b", &back, &bn) == 0, "%s", dp_error_last());
@@ -433,7 +439,101 @@ START_TEST(frames_shared_then_pruned_and_rebuilt)
 	ck_assert_msg(dp_repo_check(r, true, NULL, NULL, NULL) == 0, "%s", dp_error_last());
 	free(a);
 	free(b);
+	free(c);
 	dp_repo_free(r);
+}
+END_TEST
+
+/* A snapshot is a list of slices: a first push is about one slice per
+ * frame; a push of the same bytes with a few pages changed names the old
+ * frames in a slice per unchanged stretch. */
+START_TEST(snapshot_slices)
+{
+	dp_repo *r = make_repo(0, 0); /* 16 KiB chunks, ~1 MiB frames */
+	size_t n = 8 * 1024 * 1024;
+	uint8_t *a = make_data(n, 51), *b = malloc(n);
+	memcpy(b, a, n);
+	for (size_t off = 1000000; off + 100 <= n; off += 2000000)
+		memset(b + off, 'x', 100); /* 4 changes */
+	dp_push_result ra, rb;
+	ck_assert(push_buf(r, "a", a, n, 300000, &ra) == 0);
+	ck_assert(push_buf(r, "b", b, n, 300000, &rb) == 0);
+	dp_snapshot sa, sb;
+	ck_assert_msg(dp_snapshot_load(r, ra.id, &sa) == 0, "%s", dp_error_last());
+	ck_assert_msg(dp_snapshot_load(r, rb.id, &sb) == 0, "%s", dp_error_last());
+	ck_assert_uint_eq(sa.info.blobs, ra.blobs);
+	ck_assert_uint_eq(sa.info.size, n);
+	/* 8 MiB in ~1 MiB frames, each one slice */
+	ck_assert_msg(sa.n >= 7 && sa.n <= 9, "%zu slices", sa.n);
+	ck_assert_uint_lt(sa.n * 10, ra.blobs);
+	/* each change: a new frame's slice, the old frame cut around it */
+	ck_assert_msg(sb.n > sa.n && sb.n <= sa.n + 4 * 3, "%zu slices", sb.n);
+	uint64_t total = 0;
+	for (size_t i = 0; i < sb.n; i++)
+		total += sb.length[i];
+	ck_assert_uint_eq(total, n);
+	dp_snapshot_free(&sa);
+	dp_snapshot_free(&sb);
+	uint8_t *back;
+	size_t bn;
+	ck_assert_msg(pull_buf(r, "b", &back, &bn) == 0, "%s", dp_error_last());
+	ck_assert(bn == n && memcmp(back, b, n) == 0);
+	free(back);
+	free(a);
+	free(b);
+	dp_repo_free(r);
+}
+END_TEST
+
+/* Two pushes at once store the same chunks in frames of their own; the
+ * index places each chunk in one of them. Whichever snapshot is removed,
+ * prune keeps the other's frames (with no chunk entries if the index places
+ * all their chunks in the removed one's) and it reads back. */
+START_TEST(concurrent_pushes_share_chunks_then_prune)
+{
+	for (int drop = 0; drop < 2; drop++) {
+		char cmd[PATH_MAX + 64];
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", repo_path);
+		ck_assert_int_eq(system(cmd), 0);
+		dp_repo *r = make_repo(4096, 256 * 1024);
+		size_t n = 3 * 1024 * 1024, pre = 300 * 1024;
+		uint8_t *d = make_data(n, 61), *pd = make_data(pre, 62);
+		dp_push *px = NULL, *py = NULL;
+		ck_assert(dp_push_begin(&px, r, "x", "stream") == 0);
+		ck_assert(dp_push_begin(&py, r, "y", "stream") == 0);
+		/* y: another prefix, so its frames hold other runs of chunks */
+		ck_assert(dp_push_write(py, pd, pre) == 0);
+		ck_assert(dp_push_write(px, d, n) == 0);
+		ck_assert(dp_push_write(py, d, n) == 0);
+		dp_push_result rx, ry;
+		ck_assert_msg(dp_push_commit(px, &rx) == 0, "%s", dp_error_last());
+		ck_assert_msg(dp_push_commit(py, &ry) == 0, "%s", dp_error_last());
+		const char *gone = drop ? "x" : "y", *kept = drop ? "y" : "x";
+		size_t removed = 0;
+		ck_assert_int_eq(dp_snapshot_remove(r, gone, &removed), 0);
+		dp_prune_report rep;
+		ck_assert_msg(dp_repo_prune(r, 0.99, &rep) == 0, "%s", dp_error_last());
+		ck_assert_msg(dp_repo_check(r, true, NULL, NULL, NULL) == 0, "%s", dp_error_last());
+		uint8_t *back;
+		size_t bn;
+		ck_assert_msg(pull_buf(r, kept, &back, &bn) == 0, "%s", dp_error_last());
+		if (drop) {
+			ck_assert(bn == pre + n && memcmp(back, pd, pre) == 0 &&
+			          memcmp(back + pre, d, n) == 0);
+		} else {
+			ck_assert(bn == n && memcmp(back, d, n) == 0);
+		}
+		free(back);
+		/* and once more after a second prune (the index written by the
+		 * first one is read back) */
+		ck_assert_msg(dp_repo_prune(r, 0.99, &rep) == 0, "%s", dp_error_last());
+		ck_assert_msg(pull_buf(r, kept, &back, &bn) == 0, "%s", dp_error_last());
+		ck_assert(bn == (drop ? pre + n : n));
+		free(back);
+		free(d);
+		free(pd);
+		dp_repo_free(r);
+	}
 }
 END_TEST
 
@@ -747,6 +847,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, unfinished_init_is_refused);
 	tcase_add_test(tc, negative_zstd_level);
 	tcase_add_test(tc, prune_removes_temp_files_of_killed_puts);
+	tcase_add_test(tc, snapshot_slices);
+	tcase_add_test(tc, concurrent_pushes_share_chunks_then_prune);
 	suite_add_tcase(s, tc);
 	return s;
 }
