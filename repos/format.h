@@ -5,7 +5,7 @@
  * A repository is a set of objects on a backend (posix or S3, same layout):
  *
  *   config             plaintext JSON, written once by init:
- *                        {"version":1, "id":"<64 hex>",
+ *                        {"version":3, "id":"<64 hex>",
  *                         "chunker":{"min":N,"avg":N,"max":N},
  *                         "packSize":N, "compression":{"algorithm":"zstd","level":N},
  *                         "encryption":"aes-256-gcm", "blobId":"blake3-keyed"}
