@@ -120,7 +120,8 @@ push_failed() {
 
 # ---- the session ----
 coproc PSQL { "$PGBIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 2>"$work/psql.err"; }
-psql_in=${PSQL[1]} psql_out=${PSQL[0]}
+# Bash unsets PSQL and PSQL_PID once it has reaped the coprocess: keep copies.
+psql_in=${PSQL[1]} psql_out=${PSQL[0]} psql_pid=$PSQL_PID
 # sq SQL: one single-line result from the session (dies if it failed).
 sq() {
 	printf '%s\n' "$1" >&"$psql_in" || pg_die "the backup session ended: $(cat "$work/psql.err")"
@@ -192,7 +193,7 @@ pushpid=""
 exec {push_out}<&-
 # Closing the session drops the temporary slot.
 exec {psql_in}>&-
-wait "$PSQL_PID" 2>/dev/null || true
+wait "$psql_pid" 2>/dev/null || true
 grep -v '^$' "$work/push.err" >&2 || true # warnings (files changed while read)
 
 [ -n "$res" ] || pg_die "dp-worker printed no result for backup \"$name\""
