@@ -30,6 +30,17 @@ int dp_buf_reserve(dp_buf *b, size_t extra)
 	return 0;
 }
 
+int dp_buf_alloc_aligned(dp_buf *b, size_t cap, size_t align)
+{
+	void *p = NULL;
+	if (b->data || posix_memalign(&p, align, cap + 1) != 0)
+		return dp_error_set(DP_ERROR, "out of memory (%zu bytes)", cap);
+	b->data = p;
+	b->len = 0;
+	b->cap = cap + 1;
+	return 0;
+}
+
 int dp_buf_append(dp_buf *b, const void *data, size_t len)
 {
 	int rc = dp_buf_reserve(b, len);

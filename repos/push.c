@@ -495,7 +495,8 @@ int dp_push_begin(dp_push **out, dp_repo *r, const char *name, const char *kind)
 			goto oom;
 	}
 	for (size_t i = 0; i < p->npacks; i++) {
-		if (dp_buf_reserve(&p->packs[i].k.data, r->pack_size + sealed_cap + 4096))
+		/* Page-aligned: a path backend writes it with O_DIRECT. */
+		if (dp_buf_alloc_aligned(&p->packs[i].k.data, r->pack_size + 2 * sealed_cap, 4096))
 			goto oom;
 		p->packs[i].next = p->free_packs;
 		p->free_packs = &p->packs[i];

@@ -15,6 +15,10 @@ typedef struct dp_buf {
 } dp_buf;
 
 int dp_buf_reserve(dp_buf *b, size_t extra); /* room for len+extra bytes */
+/* Gives the empty buffer b room for cap bytes at an address aligned to align
+ * (a power of two, for O_DIRECT writes). Growing it past cap later keeps
+ * the bytes but not the alignment. */
+int dp_buf_alloc_aligned(dp_buf *b, size_t cap, size_t align);
 int dp_buf_append(dp_buf *b, const void *data, size_t len);
 int dp_buf_appendf(dp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int dp_buf_put_u32(dp_buf *b, uint32_t v); /* little endian */

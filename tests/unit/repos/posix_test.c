@@ -359,6 +359,57 @@ START_TEST(t_disk_full)
 }
 END_TEST
 
+/* Large page-aligned puts go to the disk with O_DIRECT up to their last
+ * whole page and through the page cache for the rest; a filesystem that
+ * refuses O_DIRECT (tmpfs) gets ordinary writes. Either way the object
+ * reads back byte for byte, for aligned and unaligned lengths and buffers. */
+static void put_get_sizes(dp_backend *b)
+{
+	static const size_t sizes[] = {1u << 20, (3u << 20) + 123, (2u << 20) - 1, 4096 * 300 + 1};
+	uint8_t *buf = NULL;
+	ck_assert_int_eq(posix_memalign((void **)&buf, 4096, (4u << 20) + 4096), 0);
+	for (size_t i = 0; i < (4u << 20) + 4096; i++)
+		buf[i] = (uint8_t)(i * 2654435761u >> 13);
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		for (int shift = 0; shift < 2; shift++) { /* aligned, then not */
+			const uint8_t *d = buf + shift;
+			ck_assert_msg(b->put(b, "data/00/p", d, sizes[k]) == 0, "%s",
+			              dp_error_last());
+			dp_buf out = {0};
+			ck_assert_int_eq(b->get(b, "data/00/p", 0, UINT64_MAX, &out), 0);
+			ck_assert_uint_eq(out.len, sizes[k]);
+			ck_assert(memcmp(out.data, d, sizes[k]) == 0);
+			dp_buf_free(&out);
+		}
+	}
+	free(buf);
+}
+
+START_TEST(t_direct_writes)
+{
+	dp_backend *b = open_repo();
+	put_get_sizes(b);
+	dp_backend_free(b);
+	/* tmpfs, which refuses O_DIRECT, in a private mount namespace */
+	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+		fprintf(stderr,
+		        "t_direct_writes: cannot make a mount namespace (%s): tmpfs "
+		        "not tried\n",
+		        strerror(errno));
+		return;
+	}
+	char mnt[PATH_MAX];
+	mkpath(mnt, "%s/tmpfs", dp_test_dir);
+	ck_assert_int_eq(mkdir(mnt, 0700), 0);
+	ck_assert_msg(mount("tmpfs", mnt, "tmpfs", 0, "size=64m") == 0, "mount: %s",
+	              strerror(errno));
+	ck_assert_int_eq(make_posix(&b, mnt), 0);
+	put_get_sizes(b);
+	dp_backend_free(b);
+	umount(mnt);
+}
+END_TEST
+
 START_TEST(t_truncated_file)
 {
 	dp_backend *b = open_repo();
@@ -532,6 +583,7 @@ static Suite *posix_suite(void)
 	tcase_add_checked_fixture(tc, dp_test_setup, dp_test_teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, t_no_temp_visible);
+	tcase_add_test(tc, t_direct_writes);
 	tcase_add_test(tc, t_leftover_temp_not_listed);
 	tcase_add_test(tc, t_killed_put_leaves_nothing);
 	tcase_add_test(tc, t_killed_overwrite_keeps_old);
