@@ -176,18 +176,20 @@ static int push_cut_cb(void *arg, uint32_t block)
 	return dp_push_cut(arg, block);
 }
 
+/* Reads straight into the push's buffers (no copy). */
 static int push_fd(dp_push *p, int fd, const char *what)
 {
 	int rc = 0;
-	uint8_t *buf = malloc(READ_LEN);
-	if (!buf)
-		return dp_error_set(DP_ERROR, "out of memory");
 	for (;;) {
+		uint8_t *buf;
+		size_t room;
+		if ((rc = dp_push_buffer(p, &buf, &room)) != 0)
+			break;
 		/* Checked before and after: a signal that came before read()
 		 * started would not interrupt it. */
 		if ((rc = dp_cli_check_interrupt()) != 0)
 			break;
-		ssize_t n = read(fd, buf, READ_LEN);
+		ssize_t n = read(fd, buf, room < READ_LEN ? room : READ_LEN);
 		if ((rc = dp_cli_check_interrupt()) != 0)
 			break;
 		if (n < 0 && errno == EINTR)
@@ -198,11 +200,9 @@ static int push_fd(dp_push *p, int fd, const char *what)
 		}
 		if (n == 0)
 			break;
-		rc = dp_push_write(p, buf, (size_t)n);
-		if (rc)
+		if ((rc = dp_push_filled(p, (size_t)n)) != 0)
 			break;
 	}
-	free(buf);
 	return rc;
 }
 

@@ -1069,7 +1069,6 @@ int dp_worker_stream_push(int argc, char **argv)
 	dp_repo *repo = NULL;
 	dp_push *push = NULL;
 	dp_buf meta = {0};
-	uint8_t *buf = NULL;
 	const dp_cli_cmd cmd = {
 	    .prog = "dp-worker stream-push",
 	    .synopsis = "[OPTIONS] NAME",
@@ -1113,13 +1112,13 @@ int dp_worker_stream_push(int argc, char **argv)
 		goto out;
 	if ((rc = dp_push_begin(&push, repo, name, "stream")))
 		goto out;
-	const size_t cap = 1u << 20;
-	if (!(buf = malloc(cap))) {
-		rc = dp_error_set(DP_ERROR, "out of memory");
-		goto out;
-	}
+	/* Read straight into the push's buffers (no copy). */
 	for (;;) {
-		ssize_t n = read(STDIN_FILENO, buf, cap);
+		uint8_t *buf;
+		size_t room;
+		if ((rc = dp_push_buffer(push, &buf, &room)))
+			goto out;
+		ssize_t n = read(STDIN_FILENO, buf, room < (1u << 20) ? room : (1u << 20));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -1128,7 +1127,7 @@ int dp_worker_stream_push(int argc, char **argv)
 		}
 		if (n == 0)
 			break;
-		if ((rc = dp_push_write(push, buf, (size_t)n)))
+		if ((rc = dp_push_filled(push, (size_t)n)))
 			goto out;
 	}
 	if (o.meta_file) {
@@ -1189,7 +1188,6 @@ out:
 	if (push)
 		dp_push_abort(push);
 	dp_repo_free(repo);
-	free(buf);
 	dp_buf_free(&meta);
 	return rc == DP_CLI_HELP ? 0 : rc;
 }

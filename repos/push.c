@@ -1,7 +1,9 @@
 /*
  * Push: a byte stream in, a snapshot out. The pipeline:
  *
- *   caller thread      chunk (gear hash) and copy the stream into job slots
+ *   caller thread      chunk (gear hash) the stream in job slots: read
+ *                      into them (dp_push_buffer/filled) or copied there
+ *                      (dp_push_write)
  *   N worker threads   chunk ids (keyed BLAKE3), dedup check, then the batch's new
  *                      chunks sealed together as one frame (zstd + AES-GCM)
  *   committer thread   in stream order: record the ids, append the frame to
@@ -26,6 +28,7 @@
  * own condition variable. The first error anywhere is kept (code and
  * message) and stops every stage; the caller gets it from write or commit.
  */
+#include <assert.h>
 #include <cjson/cJSON.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -598,31 +601,85 @@ static void end_chunk(dp_push *p)
 		submit(p);
 }
 
-int dp_push_write(dp_push *p, const void *data, size_t len)
+int dp_push_buffer(dp_push *p, uint8_t **buf, size_t *room)
 {
-	const uint8_t *d = data;
-	while (len > 0) {
-		if (!p->cur) {
-			int rc = take_slot(p);
-			if (rc)
-				return rc;
-		}
-		struct job *j = p->cur;
+	if (!p->cur) {
+		int rc = take_slot(p);
+		if (rc)
+			return rc;
+	}
+	struct job *j = p->cur;
+	/* At least one byte: a slot whose last chunk reaches its end has been
+	 * submitted when that chunk was cut. */
+	assert(j->len < j->cap);
+	*buf = j->raw + j->len;
+	*room = j->cap - j->len;
+	return 0;
+}
+
+/* Chunks the n bytes the caller put at the end of the current slot. When a
+ * cut fills the slot, the bytes after the cut are copied to the next one:
+ * fewer than one maximum chunk, as the slot is submitted once less than that
+ * is left (more only when the slot runs out of chunk entries first, with
+ * blocks smaller than the chunk minimum). */
+static int chunk_filled(dp_push *p, size_t n)
+{
+	struct job *j = p->cur;
+	assert(j && n <= j->cap - j->len);
+	size_t end = j->len + n; /* the bytes not chunked yet are raw[len, end) */
+	while (j->len < end) {
+		const uint8_t *d = j->raw + j->len;
+		size_t left = end - j->len;
 		bool cut;
 		size_t k;
 		if (p->block) {
 			size_t have = j->len - j->chunk_start;
-			k = p->block - have < len ? p->block - have : len;
+			k = p->block - have < left ? p->block - have : left;
 			cut = have + k == p->block;
 		} else {
-			k = dp_chunker_next(&p->chunker, d, len, &cut);
+			k = dp_chunker_next(&p->chunker, d, left, &cut);
 		}
-		memcpy(j->raw + j->len, d, k);
 		j->len += k;
+		if (!cut)
+			continue;
+		size_t at = j->len;
+		end_chunk(p);
+		if (p->cur || at == end)
+			continue;
+		/* Submitted with bytes after the cut: the workers only read
+		 * raw[0, at), and the slot is not filled again before we take it
+		 * back, so the rest can be copied from it once we hold the next. */
+		int rc = take_slot(p);
+		if (rc)
+			return rc;
+		memcpy(p->cur->raw, j->raw + at, end - at);
+		end -= at;
+		j = p->cur;
+	}
+	return 0;
+}
+
+int dp_push_filled(dp_push *p, size_t n)
+{
+	int rc = chunk_filled(p, n);
+	return rc ? rc : push_error(p);
+}
+
+int dp_push_write(dp_push *p, const void *data, size_t len)
+{
+	const uint8_t *d = data;
+	while (len > 0) {
+		uint8_t *buf;
+		size_t room;
+		int rc = dp_push_buffer(p, &buf, &room);
+		if (rc)
+			return rc;
+		size_t k = room < len ? room : len;
+		memcpy(buf, d, k);
+		if ((rc = chunk_filled(p, k)))
+			return rc;
 		d += k;
 		len -= k;
-		if (cut)
-			end_chunk(p);
 	}
 	return push_error(p);
 }

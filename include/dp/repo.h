@@ -125,7 +125,20 @@ typedef struct dp_push_result {
 int dp_push_begin(dp_push **out, dp_repo *r, const char *name, const char *kind);
 /* Attaches a JSON object (text) to the snapshot, e.g. LSNs of a base backup. */
 int dp_push_set_meta(dp_push *p, const char *json);
+/* Appends bytes to the stream (copies them). */
 int dp_push_write(dp_push *p, const void *data, size_t len);
+/* The same without the copy: the caller reads the stream straight into the
+ * pipeline's buffer. dp_push_buffer gives where the next bytes go: *buf, with
+ * room for *room bytes (at least 1, often about 1 MiB, but as little as the
+ * current batch has left: read at most that, not a size of one's own).
+ * The buffer belongs to the push; it is the caller's to write until the next
+ * call on p. dp_push_filled(p, n) says that the first n <= room bytes of it
+ * are the stream's next bytes, and chunks them; n == 0 and not calling it
+ * at all (e.g. at the end of the input) are fine. Cut points, and so the
+ * snapshot, are those of dp_push_write with the same bytes. An error from
+ * either stops the push (dp_push_abort it), as one from dp_push_write. */
+int dp_push_buffer(dp_push *p, uint8_t **buf, size_t *room);
+int dp_push_filled(dp_push *p, size_t n);
 /* Ends the chunk being cut at this point of the stream. Then, with block > 0,
  * cuts what follows every block bytes (no content-defined cuts) until the
  * next call; with 0, content-defined chunking resumes. For data made of

@@ -606,6 +606,172 @@ START_TEST(fixed_blocks_after_a_cut)
 }
 END_TEST
 
+/* Pushes d as a reader would get it: pieces of pseudo-random odd sizes in
+ * [lo, hi], through dp_push_write or (zero_copy) read into the push's own
+ * buffer with dp_push_buffer/dp_push_filled, a piece then ending where the
+ * buffer does. With block, [a, b) of the stream is cut in fixed blocks. */
+static int push_reads(dp_repo *r, const char *name, const uint8_t *d, size_t n, bool zero_copy,
+                      size_t lo, size_t hi, uint32_t block, size_t a, size_t b, dp_push_result *res)
+{
+	dp_push *p = NULL;
+	uint64_t s = 88172645463325252ull;
+	int rc = dp_push_begin(&p, r, name, "stream");
+	for (size_t off = 0; !rc && off < n;) {
+		if (block && off == a)
+			rc = dp_push_cut(p, block);
+		else if (block && off == b)
+			rc = dp_push_cut(p, 0);
+		if (rc)
+			break;
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		size_t k = (lo + s % (hi - lo + 1)) | 1;
+		size_t stop = block && off < a ? a : block && off < b ? b : n;
+		if (k > stop - off)
+			k = stop - off;
+		if (zero_copy) {
+			uint8_t *buf;
+			size_t room;
+			if ((rc = dp_push_buffer(p, &buf, &room)))
+				break;
+			ck_assert_uint_gt(room, 0);
+			k = k < room ? k : room;
+			memcpy(buf, d + off, k);
+			rc = dp_push_filled(p, k);
+		} else {
+			rc = dp_push_write(p, d + off, k);
+		}
+		off += k;
+	}
+	if (rc) {
+		dp_push_abort(p);
+		return rc;
+	}
+	return dp_push_commit(p, res);
+}
+
+static int by_inner(const void *x, const void *y)
+{
+	const dp_blob_loc *a = x, *b = y;
+	return a->inner < b->inner ? -1 : a->inner > b->inner;
+}
+
+/* The snapshot's chunk ids, in order (its slices expanded through the
+ * index); also checks that its chunks add up to size. */
+static void chunk_list(dp_repo *r, const char *id, dp_buf *out, uint64_t size)
+{
+	dp_index ix = {0};
+	dp_snapshot sn;
+	ck_assert_msg(dp_index_load(r, &ix, NULL) == 0, "%s", dp_error_last());
+	ck_assert_int_eq(dp_index_map_frames(&ix), 0);
+	ck_assert_msg(dp_snapshot_load(r, id, &sn) == 0, "%s", dp_error_last());
+	dp_blob_loc *v = malloc((ix.count + 1) * sizeof(*v));
+	uint64_t total = 0;
+	for (size_t i = 0; i < sn.n; i++) {
+		uint32_t f = dp_index_find_frame(&ix, sn.frame_ids[i]);
+		ck_assert_uint_ne(f, DP_INDEX_EMPTY);
+		size_t m = 0;
+		for (size_t k = 0; k < ix.cap; k++) {
+			const dp_blob_loc *l = &ix.slots[k];
+			if (l->frame == f && l->inner >= sn.start[i] &&
+			    l->inner < sn.start[i] + sn.length[i])
+				v[m++] = *l;
+		}
+		qsort(v, m, sizeof(*v), by_inner);
+		uint32_t at = sn.start[i];
+		for (size_t k = 0; k < m; k++) {
+			ck_assert_uint_eq(v[k].inner, at);
+			at += v[k].raw_length;
+			dp_buf_append(out, v[k].id, DP_HASH_LEN);
+		}
+		ck_assert_uint_eq(at, sn.start[i] + sn.length[i]);
+		total += sn.length[i];
+	}
+	ck_assert_uint_eq(total, size);
+	free(v);
+	dp_snapshot_free(&sn);
+	dp_index_free(&ix);
+}
+
+/* Reading into the push's buffer cuts the same chunks and fills the same
+ * frames as dp_push_write: two copies of one repository (same keys) get
+ * the same stream each way, with and without fixed blocks, in big and in
+ * small reads. */
+START_TEST(zero_copy_matches_write)
+{
+	size_t n = 11 * 1024 * 1024 + 333;
+	uint8_t *d = make_data(n, 71);
+	/* runs of zeros, some longer than the chunk maximum */
+	for (size_t off = 700000; off + 300000 < n; off += 2300000)
+		memset(d + off, 0, (off / 700000) % 2 ? 300000 : 5000);
+	dp_repo *ra = make_repo(0, 0), *rb;
+	char cmd[2 * PATH_MAX + 64], copy[PATH_MAX + 8];
+	snprintf(copy, sizeof(copy), "%s2", repo_path);
+	snprintf(cmd, sizeof(cmd), "cp -a %s %s", repo_path, copy);
+	ck_assert_int_eq(system(cmd), 0);
+	ck_assert_msg(dp_repo_open(&rb, copy, NULL, PASS) == 0, "%s", dp_error_last());
+	/* One worker: which frame gets a chunk that two jobs both hold (the
+	 * zeros) is then decided by stream order, not by a race. */
+	dp_repo_set_threads(ra, 1);
+	dp_repo_set_threads(rb, 1);
+	const struct {
+		size_t lo, hi;
+		uint32_t block;
+	} cases[] = {
+	    {1u << 20, 3u << 20, 0},
+	    {1u << 20, 3u << 20, 8192},
+	    {1, 100000, 0},
+	    {1, 100000, 8192},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t a = 3 * 1024 * 1024 + 123, b = 8 * 1024 * 1024 + 4567;
+		char name[16];
+		snprintf(name, sizeof(name), "z%zu", i);
+		dp_push_result w, z;
+		ck_assert_msg(push_reads(ra, name, d, n, false, cases[i].lo, cases[i].hi,
+		                         cases[i].block, a, b, &w) == 0,
+		              "%s", dp_error_last());
+		ck_assert_msg(push_reads(rb, name, d, n, true, cases[i].lo, cases[i].hi,
+		                         cases[i].block, a, b, &z) == 0,
+		              "%s", dp_error_last());
+		ck_assert_uint_eq(w.size, n);
+		ck_assert_uint_eq(z.size, n);
+		ck_assert_uint_eq(w.blobs, z.blobs);
+		ck_assert_uint_eq(w.blobs_new, z.blobs_new);
+		ck_assert_uint_lt(w.blobs_new, w.blobs); /* the zeros deduplicate */
+		dp_buf cw = {0}, cz = {0};
+		chunk_list(ra, w.id, &cw, n);
+		chunk_list(rb, z.id, &cz, n);
+		ck_assert_uint_eq(cw.len, w.blobs * DP_HASH_LEN);
+		ck_assert(cw.len == cz.len && memcmp(cw.data, cz.data, cw.len) == 0);
+		dp_buf_free(&cw);
+		dp_buf_free(&cz);
+		/* the same frames too: jobs ended at the same chunks */
+		dp_snapshot sw, sz;
+		ck_assert(dp_snapshot_load(ra, w.id, &sw) == 0);
+		ck_assert(dp_snapshot_load(rb, z.id, &sz) == 0);
+		ck_assert_uint_eq(sw.n, sz.n);
+		for (size_t k = 0; k < sw.n; k++)
+			ck_assert(memcmp(sw.frame_ids[k], sz.frame_ids[k], DP_HASH_LEN) == 0 &&
+			          sw.start[k] == sz.start[k] && sw.length[k] == sz.length[k]);
+		dp_snapshot_free(&sw);
+		dp_snapshot_free(&sz);
+		uint8_t *back;
+		size_t bn;
+		ck_assert_msg(pull_buf(rb, name, &back, &bn) == 0, "%s", dp_error_last());
+		ck_assert(bn == n && memcmp(back, d, n) == 0);
+		free(back);
+		ck_assert_msg(pull_buf(ra, name, &back, &bn) == 0, "%s", dp_error_last());
+		ck_assert(bn == n && memcmp(back, d, n) == 0);
+		free(back);
+	}
+	free(d);
+	dp_repo_free(ra);
+	dp_repo_free(rb);
+}
+END_TEST
+
 /* The chunker's cut points are those of its definition, one byte at a
  * time, however the stream is fed. */
 START_TEST(chunker_matches_definition)
@@ -849,6 +1015,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, prune_removes_temp_files_of_killed_puts);
 	tcase_add_test(tc, snapshot_slices);
 	tcase_add_test(tc, concurrent_pushes_share_chunks_then_prune);
+	tcase_add_test(tc, zero_copy_matches_write);
 	suite_add_tcase(s, tc);
 	return s;
 }
