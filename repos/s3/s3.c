@@ -424,15 +424,32 @@ static int build_url(s3_backend *b, const s3_req *r, dp_buf *url)
 	return rc;
 }
 
+/* curl's message, less the " after N ms" of its connect errors: the
+ * attempt's time is reported beside it, and without it attempts that failed
+ * the same way fold into one range (fold_attempts). */
+static void curl_message(char *out, size_t n, const char *errbuf)
+{
+	const char *a = strstr(errbuf, " after "), *d = a ? a + strlen(" after ") : NULL;
+	while (d && *d >= '0' && *d <= '9')
+		d++;
+	if (!errbuf[0])
+		snprintf(out, n, "-");
+	else if (a && d > a + strlen(" after ") && strncmp(d, " ms", 3) == 0)
+		snprintf(out, n, "%.*s%s", (int)(a - errbuf), errbuf, d + 3);
+	else
+		snprintf(out, n, "%s", errbuf);
+}
+
 static void describe_curl(char *out, size_t n, s3_xfer *x, CURLcode cc, const char *errbuf)
 {
+	char msg[CURL_ERROR_SIZE];
+	curl_message(msg, sizeof(msg), errbuf);
 	if (x->stalled)
 		snprintf(out, n, "timed out (no progress for %ld ms)", x->timeout_ms);
 	else if (cc == CURLE_COULDNT_CONNECT)
-		snprintf(out, n, "connection refused or unreachable (%s)",
-		         errbuf[0] ? errbuf : "-");
+		snprintf(out, n, "connection refused or unreachable (%s)", msg);
 	else
-		snprintf(out, n, "%s (%s)", curl_easy_strerror(cc), errbuf[0] ? errbuf : "-");
+		snprintf(out, n, "%s (%s)", curl_easy_strerror(cc), msg);
 }
 
 static bool curl_transient(CURLcode cc)
