@@ -262,13 +262,15 @@ __attribute__((target("avx512f"))) static void lanes_avx512(const struct lane *l
 	for (int i = 0; i < 8; i++)
 		cv[i] = _mm512_set1_epi32((int)key[i]);
 	for (uint32_t b = 0; b < blocks; b++) {
-		if (uniform) {
-			load_transposed(m, base, b * BLOCK_LEN);
-		} else {
+		const uint8_t *const *rows = base;
+		size_t off = b * BLOCK_LEN;
+		if (!uniform) {
 			for (size_t i = 0; i < LANES; i++)
-				row[i] = b + 1 < nb[i] ? base[i] + b * BLOCK_LEN : tail[i];
-			load_transposed(m, row, 0);
+				row[i] = b + 1 < nb[i] ? base[i] + off : tail[i];
+			rows = row;
+			off = 0;
 		}
+		load_transposed(m, rows, off);
 		const __m512i vb = _mm512_set1_epi32((int)b);
 		/* is_last: this is the lane's last block; live: it has this block */
 		__mmask16 is_last =
