@@ -12,6 +12,17 @@
  * sixteen 1 KiB chunks, or sixteen merges, are compressed at once, one per
  * 32-bit lane; without it the same steps run one at a time.
  *
+ * Each lane carries its own pointer, chunk counter, block count and flags
+ * (struct lane), so the lanes need not come from one input. The batch call
+ * (dp_blake3_keyed_many) uses that for many small inputs, such as a push
+ * job's 4-64 KiB chunks, which alone would leave lanes idle (a 20 KiB input
+ * is 16 + 4 chunks): it takes consecutive inputs up to GROUP_CHUNKS chunks
+ * in all, compresses the full chunks of all of them sixteen at a time, then
+ * their short last chunks (a lane that has fewer blocks keeps its value once
+ * done), then merges every input's tree one level per round across inputs.
+ * An input of one chunk has its leaf flagged as the root; an input larger
+ * than a group is hashed on its own. Digests equal one call per input.
+ *
  * Pure functions of their arguments; thread safe.
  */
 #include <stdbool.h>
@@ -119,26 +130,46 @@ static void chunk_cv(uint32_t cv[8], const uint32_t key[8], const uint8_t *p, si
 	compress(cv, block, (uint32_t)len, counter, flags | CHUNK_END | last_flags);
 }
 
-/* n independent compressions of `blocks` consecutive blocks each: lane i
- * reads its blocks from in + i * stride, starts from key, counts
- * counter + i * counter_step, and flags its first block with flags |
- * flags_start and its last with flags | flags_end. out: 8 words per lane. */
-static void hash_many_portable(const uint8_t *in, size_t stride, size_t n, size_t blocks,
-                               const uint32_t key[8], uint64_t counter, uint64_t counter_step,
-                               uint32_t flags, uint32_t flags_start, uint32_t flags_end,
-                               uint32_t *out)
+/* One lane of a batch of compressions: `blocks` consecutive 64-byte blocks
+ * from p (blocks >= 1; the last one last_len bytes, read no further and
+ * zero-padded), chaining from the key, counter t on every block, flags on
+ * every block plus first on the first and last on the last. The resulting
+ * chaining value (8 words) goes to out. Lanes are independent: they may come
+ * from different inputs, at different chunk counters, with different flags. */
+struct lane {
+	const uint8_t *p;
+	uint64_t t;
+	uint32_t blocks, last_len;
+	uint32_t flags, first, last;
+	uint32_t *out;
+};
+
+/* Compresses n lanes (n <= LANES). A lane's out may overlap the input of the
+ * same or an earlier lane (merges in place), never of a later one. */
+typedef void lanes_fn(const struct lane *l, size_t n, const uint32_t key[8]);
+
+static void lanes_portable(const struct lane *l, size_t n, const uint32_t key[8])
 {
 	for (size_t i = 0; i < n; i++) {
-		/* out may overlap the input of this lane (merges in place). */
 		uint32_t cv[8];
+		uint8_t pad[BLOCK_LEN];
 		memcpy(cv, key, sizeof(cv));
-		for (size_t b = 0; b < blocks; b++) {
-			uint32_t f =
-			    flags | (b == 0 ? flags_start : 0) | (b + 1 == blocks ? flags_end : 0);
-			compress(cv, in + i * stride + b * BLOCK_LEN, BLOCK_LEN,
-			         counter + i * counter_step, f);
+		for (uint32_t b = 0; b < l[i].blocks; b++) {
+			const uint8_t *block = l[i].p + b * BLOCK_LEN;
+			uint32_t len = BLOCK_LEN, f = l[i].flags | (b == 0 ? l[i].first : 0);
+			if (b + 1 == l[i].blocks) {
+				f |= l[i].last;
+				len = l[i].last_len;
+				if (len < BLOCK_LEN) {
+					memset(pad, 0, sizeof(pad));
+					if (len)
+						memcpy(pad, block, len);
+					block = pad;
+				}
+			}
+			compress(cv, block, len, l[i].t, f);
 		}
-		memcpy(out + 8 * i, cv, sizeof(cv));
+		memcpy(l[i].out, cv, sizeof(cv));
 	}
 }
 
@@ -187,36 +218,73 @@ load_transposed(__m512i m[16], const uint8_t *const row[LANES], size_t off)
 	}
 }
 
-/* hash_many_portable for up to 16 lanes at once, one lane per 32-bit
- * element; each block's message words are transposed across lanes. */
-__attribute__((target("avx512f"))) static void
-hash_many_avx512(const uint8_t *in, size_t stride, size_t n, size_t blocks, const uint32_t key[8],
-                 uint64_t counter, uint64_t counter_step, uint32_t flags, uint32_t flags_start,
-                 uint32_t flags_end, uint32_t *out)
+/* lanes_portable for up to 16 lanes at once, one lane per 32-bit element;
+ * each block's message words are transposed across lanes. Lanes with fewer
+ * blocks than the longest keep their chaining value once done (masked). */
+__attribute__((target("avx512f"))) static void lanes_avx512(const struct lane *l, size_t n,
+                                                            const uint32_t key[8])
 {
-	uint32_t lo[LANES], hi[LANES];
-	const uint8_t *row[LANES];
+	uint32_t lo[LANES], hi[LANES], nb[LANES], last_len[LANES], flags[LANES], first[LANES],
+	    last[LANES];
+	const uint8_t *base[LANES], *row[LANES], *tail[LANES];
+	uint8_t pad[LANES][BLOCK_LEN];
+	uint32_t blocks = 0;
+	bool uniform = true; /* all lanes: the same number of full blocks */
 	for (size_t i = 0; i < LANES; i++) {
-		uint64_t c = counter + (i < n ? i : 0) * counter_step;
-		row[i] = in + (i < n ? i : 0) * stride; /* unused lanes repeat lane 0 */
-		lo[i] = (uint32_t)c;
-		hi[i] = (uint32_t)(c >> 32);
+		const struct lane *x = &l[i < n ? i : 0]; /* unused lanes repeat lane 0 */
+		base[i] = x->p;
+		uniform = uniform && x->blocks == l[0].blocks && x->last_len == BLOCK_LEN;
+		lo[i] = (uint32_t)x->t;
+		hi[i] = (uint32_t)(x->t >> 32);
+		nb[i] = x->blocks;
+		last_len[i] = x->last_len;
+		flags[i] = x->flags;
+		first[i] = x->first;
+		last[i] = x->last;
+		/* The last block, padded here when short: nothing reads past it. */
+		tail[i] = x->p + (x->blocks - 1) * BLOCK_LEN;
+		if (i >= n) {
+			tail[i] = tail[0];
+		} else if (x->last_len < BLOCK_LEN) {
+			memset(pad[i], 0, BLOCK_LEN);
+			if (x->last_len)
+				memcpy(pad[i], tail[i], x->last_len);
+			tail[i] = pad[i];
+		}
+		if (x->blocks > blocks)
+			blocks = x->blocks;
 	}
 	const __m512i clo = _mm512_loadu_si512(lo), chi = _mm512_loadu_si512(hi);
+	const __m512i vnb = _mm512_loadu_si512(nb), vlast_len = _mm512_loadu_si512(last_len);
+	const __m512i vflags = _mm512_loadu_si512(flags), vfirst = _mm512_loadu_si512(first);
+	const __m512i vlast = _mm512_loadu_si512(last);
 	__m512i cv[8], v[16], m[16];
 	for (int i = 0; i < 8; i++)
 		cv[i] = _mm512_set1_epi32((int)key[i]);
-	for (size_t b = 0; b < blocks; b++) {
-		load_transposed(m, row, b * BLOCK_LEN);
-		uint32_t f = flags | (b == 0 ? flags_start : 0) | (b + 1 == blocks ? flags_end : 0);
+	for (uint32_t b = 0; b < blocks; b++) {
+		const uint8_t *const *rows = base;
+		size_t off = b * BLOCK_LEN;
+		if (!uniform) {
+			for (size_t i = 0; i < LANES; i++)
+				row[i] = b + 1 < nb[i] ? base[i] + off : tail[i];
+			rows = row;
+			off = 0;
+		}
+		load_transposed(m, rows, off);
+		const __m512i vb = _mm512_set1_epi32((int)b);
+		/* is_last: this is the lane's last block; live: it has this block */
+		__mmask16 is_last =
+		    _mm512_cmpeq_epi32_mask(vnb, _mm512_add_epi32(vb, _mm512_set1_epi32(1)));
+		__mmask16 live = _mm512_cmpgt_epu32_mask(vnb, vb);
+		__m512i f = b == 0 ? _mm512_or_si512(vflags, vfirst) : vflags;
 		for (int i = 0; i < 8; i++)
 			v[i] = cv[i];
 		for (int i = 0; i < 4; i++)
 			v[8 + i] = _mm512_set1_epi32((int)IV[i]);
 		v[12] = clo;
 		v[13] = chi;
-		v[14] = _mm512_set1_epi32(BLOCK_LEN);
-		v[15] = _mm512_set1_epi32((int)f);
+		v[14] = _mm512_mask_blend_epi32(is_last, _mm512_set1_epi32(BLOCK_LEN), vlast_len);
+		v[15] = _mm512_mask_or_epi32(f, is_last, f, vlast);
 		for (int r = 0; r < 7; r++) {
 			const uint8_t *w = SCHEDULE[r];
 			VG(0, 4, 8, 12, m[w[0]], m[w[1]]);
@@ -229,35 +297,53 @@ hash_many_avx512(const uint8_t *in, size_t stride, size_t n, size_t blocks, cons
 			VG(3, 4, 9, 14, m[w[14]], m[w[15]]);
 		}
 		for (int i = 0; i < 8; i++)
-			cv[i] = _mm512_xor_si512(v[i], v[i + 8]);
+			cv[i] = _mm512_mask_xor_epi32(cv[i], live, v[i], v[i + 8]);
 	}
 	uint32_t t[8][LANES];
 	for (int i = 0; i < 8; i++)
 		_mm512_storeu_si512(t[i], cv[i]);
-	for (size_t l = 0; l < n; l++)
-		for (int i = 0; i < 8; i++)
-			out[8 * l + i] = t[i][l];
+	for (size_t i = 0; i < n; i++)
+		for (int k = 0; k < 8; k++)
+			l[i].out[k] = t[k][i];
 }
 #endif
 
-typedef void hash_many_fn(const uint8_t *, size_t, size_t, size_t, const uint32_t *, uint64_t,
-                          uint64_t, uint32_t, uint32_t, uint32_t, uint32_t *);
-
-static hash_many_fn *pick(bool allow_simd)
+static lanes_fn *pick(bool allow_simd)
 {
 #ifdef HAVE_AVX512_PATH
 	if (allow_simd && __builtin_cpu_supports("avx512f"))
-		return hash_many_avx512;
+		return lanes_avx512;
 #endif
 	(void)allow_simd;
-	return hash_many_portable;
+	return lanes_portable;
+}
+
+/* n <= LANES compressions of `blocks` full blocks each: lane i reads from
+ * in + i * stride, counts counter + i * counter_step, and flags its first
+ * block with flags | flags_start and its last with flags | flags_end.
+ * out: 8 words per lane. */
+static void hash_many(lanes_fn *f, const uint8_t *in, size_t stride, size_t n, size_t blocks,
+                      const uint32_t key[8], uint64_t counter, uint64_t counter_step,
+                      uint32_t flags, uint32_t flags_start, uint32_t flags_end, uint32_t *out)
+{
+	struct lane l[LANES];
+	for (size_t i = 0; i < n; i++)
+		l[i] = (struct lane){.p = in + i * stride,
+		                     .t = counter + i * counter_step,
+		                     .blocks = (uint32_t)blocks,
+		                     .last_len = BLOCK_LEN,
+		                     .flags = flags,
+		                     .first = flags_start,
+		                     .last = flags_end,
+		                     .out = out + 8 * i};
+	f(l, n, key);
 }
 
 /* Hashes with the given implementation (tests compare both). */
 static int keyed(uint8_t out[DP_HASH_LEN], const uint8_t key_bytes[DP_KEY_LEN], const void *data,
                  size_t len, bool allow_simd)
 {
-	hash_many_fn *many = pick(allow_simd);
+	lanes_fn *f = pick(allow_simd);
 	const uint8_t *p = data;
 	uint32_t key[8], cv[8];
 	for (int i = 0; i < 8; i++)
@@ -280,22 +366,22 @@ static int keyed(uint8_t out[DP_HASH_LEN], const uint8_t key_bytes[DP_KEY_LEN], 
 		while (nchunks - done > 256) {
 			size_t k = 0;
 			for (; k < 256; k += LANES)
-				many(p + (done + k) * CHUNK_LEN, CHUNK_LEN, LANES,
-				     CHUNK_LEN / BLOCK_LEN, key, done + k, 1, KEYED_HASH,
-				     CHUNK_START, CHUNK_END, cvs[n + k]);
+				hash_many(f, p + (done + k) * CHUNK_LEN, CHUNK_LEN, LANES,
+				          CHUNK_LEN / BLOCK_LEN, key, done + k, 1, KEYED_HASH,
+				          CHUNK_START, CHUNK_END, cvs[n + k]);
 			for (size_t m = 256; m > 1; m /= 2)
 				for (size_t i = 0; i < m / 2; i += LANES)
-					many((const uint8_t *)cvs[n + 2 * i], 2 * 32,
-					     m / 2 - i < LANES ? m / 2 - i : LANES, 1, key, 0, 0,
-					     KEYED_HASH | PARENT, 0, 0, cvs[n + i]);
+					hash_many(f, (const uint8_t *)cvs[n + 2 * i], 2 * 32,
+					          m / 2 - i < LANES ? m / 2 - i : LANES, 1, key, 0,
+					          0, KEYED_HASH | PARENT, 0, 0, cvs[n + i]);
 			n++;
 			done += 256;
 			/* Merge equal-sized subtrees on the stack, as BLAKE3's
 			 * incremental hasher does: after the k-th subtree, as many
 			 * merges as k has trailing zero bits. */
 			for (size_t t = done / 256; t % 2 == 0 && n >= 2; t /= 2) {
-				many((const uint8_t *)cvs[n - 2], 2 * 32, 1, 1, key, 0, 0,
-				     KEYED_HASH | PARENT, 0, 0, cvs[n - 2]);
+				hash_many(f, (const uint8_t *)cvs[n - 2], 2 * 32, 1, 1, key, 0, 0,
+				          KEYED_HASH | PARENT, 0, 0, cvs[n - 2]);
 				n--;
 			}
 		}
@@ -303,8 +389,9 @@ static int keyed(uint8_t out[DP_HASH_LEN], const uint8_t key_bytes[DP_KEY_LEN], 
 		size_t base = n;
 		for (size_t k = done; k < full; k += LANES) {
 			size_t lanes = full - k < LANES ? full - k : LANES;
-			many(p + k * CHUNK_LEN, CHUNK_LEN, lanes, CHUNK_LEN / BLOCK_LEN, key, k, 1,
-			     KEYED_HASH, CHUNK_START, CHUNK_END, cvs[base + k - done]);
+			hash_many(f, p + k * CHUNK_LEN, CHUNK_LEN, lanes, CHUNK_LEN / BLOCK_LEN,
+			          key, k, 1, KEYED_HASH, CHUNK_START, CHUNK_END,
+			          cvs[base + k - done]);
 		}
 		if (full < nchunks)
 			chunk_cv(cvs[base + full - done], key, p + full * CHUNK_LEN,
@@ -313,9 +400,9 @@ static int keyed(uint8_t out[DP_HASH_LEN], const uint8_t key_bytes[DP_KEY_LEN], 
 		while (m > 1 && base + m > 2) {
 			size_t pairs = m / 2;
 			for (size_t i = 0; i < pairs; i += LANES)
-				many((const uint8_t *)cvs[base + 2 * i], 2 * 32,
-				     pairs - i < LANES ? pairs - i : LANES, 1, key, 0, 0,
-				     KEYED_HASH | PARENT, 0, 0, cvs[base + i]);
+				hash_many(f, (const uint8_t *)cvs[base + 2 * i], 2 * 32,
+				          pairs - i < LANES ? pairs - i : LANES, 1, key, 0, 0,
+				          KEYED_HASH | PARENT, 0, 0, cvs[base + i]);
 			if (m % 2)
 				memcpy(cvs[base + pairs], cvs[base + m - 1], sizeof(cvs[0]));
 			m = pairs + m % 2;
@@ -323,8 +410,8 @@ static int keyed(uint8_t out[DP_HASH_LEN], const uint8_t key_bytes[DP_KEY_LEN], 
 		n = base + m;
 		/* The stack: subtrees left to right; merge from the right. */
 		while (n > 2) {
-			many((const uint8_t *)cvs[n - 2], 2 * 32, 1, 1, key, 0, 0,
-			     KEYED_HASH | PARENT, 0, 0, cvs[n - 2]);
+			hash_many(f, (const uint8_t *)cvs[n - 2], 2 * 32, 1, 1, key, 0, 0,
+			          KEYED_HASH | PARENT, 0, 0, cvs[n - 2]);
 			n--;
 		}
 		uint8_t block[BLOCK_LEN];
@@ -342,6 +429,138 @@ static int keyed(uint8_t out[DP_HASH_LEN], const uint8_t key_bytes[DP_KEY_LEN], 
 	return 0;
 }
 
+/* A batch being filled: compressed LANES at a time as lanes are added. */
+struct batch {
+	lanes_fn *f;
+	const uint32_t *key;
+	struct lane l[LANES];
+	size_t n;
+};
+
+static void batch_flush(struct batch *b)
+{
+	if (b->n)
+		b->f(b->l, b->n, b->key);
+	b->n = 0;
+}
+
+static void batch_add(struct batch *b, struct lane l)
+{
+	b->l[b->n++] = l;
+	if (b->n == LANES)
+		batch_flush(b);
+}
+
+enum { GROUP_CHUNKS = 1024 }; /* 1 KiB chunks per group: 32 KiB of chaining values */
+
+/* Hashes the inputs [first, end), GROUP_CHUNKS chunks at most in all, each
+ * as a whole tree: its chunks are cvs[base, base + m) at first, and every
+ * level is merged in place into the front of that range. */
+static void group(uint8_t (*out)[DP_HASH_LEN], lanes_fn *f, const uint32_t key[8],
+                  const uint8_t *const *data, const size_t *len, size_t first, size_t end)
+{
+	uint32_t cvs[GROUP_CHUNKS][8];
+	struct {
+		uint32_t base, m;
+	} t[GROUP_CHUNKS];
+	struct batch b = {.f = f, .key = key};
+	size_t k = end - first;
+	uint32_t used = 0;
+	for (size_t i = 0; i < k; i++) {
+		size_t l = len[first + i];
+		t[i].base = used;
+		t[i].m = l ? (uint32_t)((l + CHUNK_LEN - 1) / CHUNK_LEN) : 1;
+		used += t[i].m;
+	}
+	/* Leaves: every full chunk of every input first, then the short last
+	 * chunks together (their lanes have fewer blocks and finish early). A
+	 * chunk that is its input's only one is the root. */
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < k; i++) {
+			const uint8_t *p = data[first + i];
+			size_t l = len[first + i];
+			for (uint32_t c = 0; c < t[i].m; c++) {
+				size_t clen = l - (size_t)c * CHUNK_LEN;
+				if (clen > CHUNK_LEN)
+					clen = CHUNK_LEN;
+				if ((clen == CHUNK_LEN) != (pass == 0))
+					continue;
+				uint32_t blocks =
+				    clen ? (uint32_t)((clen + BLOCK_LEN - 1) / BLOCK_LEN) : 1;
+				batch_add(&b,
+				          (struct lane){
+				              .p = p + (size_t)c * CHUNK_LEN,
+				              .t = c,
+				              .blocks = blocks,
+				              .last_len = (uint32_t)clen - (blocks - 1) * BLOCK_LEN,
+				              .flags = KEYED_HASH,
+				              .first = CHUNK_START,
+				              .last = CHUNK_END | (t[i].m == 1 ? ROOT : 0),
+				              .out = cvs[t[i].base + c]});
+			}
+		}
+	batch_flush(&b);
+	/* Parents, level by level across all inputs: pairs merge, an odd one
+	 * left at the end of a level moves up unchanged, the merge of the last
+	 * two is the root. In place is safe in any batching: merge j reads
+	 * slots 2j and 2j + 1 and writes slot j, and no merge after it reads a
+	 * slot at or below j. A level is flushed whole before the odd ones move. */
+	for (bool more = true; more;) {
+		more = false;
+		for (size_t i = 0; i < k; i++)
+			for (uint32_t j = 0; j < t[i].m / 2; j++) {
+				uint32_t *pair = cvs[t[i].base + 2 * j];
+				uint32_t root = t[i].m == 2 ? ROOT : 0;
+				batch_add(&b, (struct lane){.p = (const uint8_t *)pair,
+				                            .blocks = 1,
+				                            .last_len = BLOCK_LEN,
+				                            .flags = KEYED_HASH | PARENT | root,
+				                            .out = cvs[t[i].base + j]});
+				more = true;
+			}
+		batch_flush(&b);
+		for (size_t i = 0; i < k; i++) {
+			uint32_t m = t[i].m;
+			if (m > 1 && m % 2)
+				memcpy(cvs[t[i].base + m / 2], cvs[t[i].base + m - 1],
+				       sizeof(cvs[0]));
+			if (m > 1)
+				t[i].m = m / 2 + m % 2;
+		}
+	}
+	for (size_t i = 0; i < k; i++)
+		for (int w = 0; w < 8; w++)
+			for (int y = 0; y < 4; y++)
+				out[first + i][4 * w + y] = (uint8_t)(cvs[t[i].base][w] >> (8 * y));
+}
+
+static int keyed_many(uint8_t (*out)[DP_HASH_LEN], const uint8_t key_bytes[DP_KEY_LEN],
+                      const uint8_t *const *data, const size_t *len, size_t n, bool allow_simd)
+{
+	lanes_fn *f = pick(allow_simd);
+	uint32_t key[8];
+	for (int i = 0; i < 8; i++)
+		key[i] = load32(key_bytes + 4 * i);
+	for (size_t i = 0; i < n;) {
+		/* An input too big for a group fills the lanes on its own. */
+		if (len[i] > (size_t)GROUP_CHUNKS * CHUNK_LEN) {
+			keyed(out[i], key_bytes, data[i], len[i], allow_simd);
+			i++;
+			continue;
+		}
+		size_t end = i, chunks = 0;
+		for (; end < n && len[end] <= (size_t)GROUP_CHUNKS * CHUNK_LEN; end++) {
+			size_t c = len[end] ? (len[end] + CHUNK_LEN - 1) / CHUNK_LEN : 1;
+			if (chunks + c > GROUP_CHUNKS)
+				break;
+			chunks += c;
+		}
+		group(out, f, key, data, len, i, end);
+		i = end;
+	}
+	return 0;
+}
+
 int dp_blake3_keyed(uint8_t out[DP_HASH_LEN], const uint8_t key[DP_KEY_LEN], const void *data,
                     size_t len)
 {
@@ -352,4 +571,16 @@ int dp_blake3_keyed_portable(uint8_t out[DP_HASH_LEN], const uint8_t key[DP_KEY_
                              const void *data, size_t len)
 {
 	return keyed(out, key, data, len, false);
+}
+
+int dp_blake3_keyed_many(uint8_t (*out)[DP_HASH_LEN], const uint8_t key[DP_KEY_LEN],
+                         const uint8_t *const *data, const size_t *len, size_t n)
+{
+	return keyed_many(out, key, data, len, n, true);
+}
+
+int dp_blake3_keyed_many_portable(uint8_t (*out)[DP_HASH_LEN], const uint8_t key[DP_KEY_LEN],
+                                  const uint8_t *const *data, const size_t *len, size_t n)
+{
+	return keyed_many(out, key, data, len, n, false);
 }

@@ -74,6 +74,12 @@ int dp_blob_id(dp_sealer *s, uint8_t id[DP_HASH_LEN], const void *raw, size_t le
 	return dp_blake3_keyed(id, s->mac_key, raw, len);
 }
 
+int dp_blob_ids(dp_sealer *s, uint8_t (*ids)[DP_HASH_LEN], const uint8_t *const *raw,
+                const size_t *len, size_t n)
+{
+	return dp_blake3_keyed_many(ids, s->mac_key, raw, len, n);
+}
+
 int dp_frame_id(uint8_t id[DP_HASH_LEN], const uint8_t *member_ids, size_t n)
 {
 	return dp_sha256(id, member_ids, n * DP_HASH_LEN);

@@ -4,7 +4,7 @@
  * expected hashes are the first 32 bytes of its keyed_hash outputs, as b3sum
  * --keyed prints them), the AVX-512 path against the portable one on every
  * shape of tree, and against the b3sum tool on random data when it is
- * installed.
+ * installed; the batch (dp_blake3_keyed_many) against one call per input.
  */
 #include "../../harness/dp_test.h"
 
@@ -98,6 +98,79 @@ START_TEST(simd_matches_portable)
 }
 END_TEST
 
+static uint64_t xorshift(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* Random sets of 1 to 40 inputs, lengths from the chunk and block edges or
+ * random up to 70 KiB, at random offsets of one buffer (so inputs overlap and
+ * are unaligned): the batch gives the one-by-one digests, AVX-512 and
+ * portable alike. Some sets hold one input past the batch's group size. */
+START_TEST(many_matches_one_by_one)
+{
+	static const size_t EDGES[] = {
+	    0, 1, 63, 64, 65, 1023, 1024, 1025, 2048, 15 * 1024 + 7, 16 * 1024, 64 * 1024};
+	size_t max = 2 * 1024 * 1024;
+	uint8_t *in = malloc(max);
+	uint64_t s = 0x9E3779B97F4A7C15ull;
+	for (size_t i = 0; i < max; i++)
+		in[i] = (uint8_t)xorshift(&s);
+	for (int round = 0; round < 400; round++) {
+		const uint8_t *data[40];
+		size_t len[40], n = 1 + xorshift(&s) % 40;
+		uint8_t want[40][32], got[40][32], port[40][32];
+		for (size_t i = 0; i < n; i++) {
+			uint64_t r = xorshift(&s);
+			if (round % 50 == 7 && i == n / 2)
+				len[i] = 1024 * 1024 + 1 + r % 5000; /* over a group */
+			else if (r % 3)
+				len[i] = EDGES[(r >> 8) % (sizeof(EDGES) / sizeof(EDGES[0]))];
+			else
+				len[i] = (r >> 8) % (70 * 1024 + 1);
+			data[i] = in + xorshift(&s) % (max - len[i] + 1);
+			dp_blake3_keyed_portable(want[i], KEY, data[i], len[i]);
+		}
+		ck_assert_int_eq(dp_blake3_keyed_many(got, KEY, data, len, n), 0);
+		ck_assert_int_eq(dp_blake3_keyed_many_portable(port, KEY, data, len, n), 0);
+		for (size_t i = 0; i < n; i++) {
+			ck_assert_msg(memcmp(got[i], want[i], 32) == 0,
+			              "round %d, input %zu of %zu, len %zu", round, i, n, len[i]);
+			ck_assert_msg(memcmp(port[i], want[i], 32) == 0,
+			              "portable, round %d, input %zu of %zu, len %zu", round, i, n,
+			              len[i]);
+		}
+	}
+	free(in);
+}
+END_TEST
+
+/* The specification's inputs through the batch, all in one call. */
+START_TEST(many_specification_inputs)
+{
+	enum { NV = sizeof(VECTORS) / sizeof(VECTORS[0]) };
+	size_t max = 600000, len[NV];
+	uint8_t *in = malloc(max), h[NV][32];
+	const uint8_t *data[NV];
+	char got[65];
+	for (size_t i = 0; i < max; i++)
+		in[i] = (uint8_t)(i % 251);
+	for (size_t v = 0; v < NV; v++) {
+		data[v] = in;
+		len[v] = VECTORS[v].len;
+	}
+	dp_blake3_keyed_many(h, KEY, data, len, NV);
+	for (size_t v = 0; v < NV; v++) {
+		hex(got, h[v]);
+		ck_assert_msg(strcmp(got, VECTORS[v].hex) == 0, "len %zu: %s", len[v], got);
+	}
+	free(in);
+}
+END_TEST
+
 START_TEST(matches_b3sum)
 {
 	if (system("command -v b3sum >/dev/null 2>&1") != 0) {
@@ -142,6 +215,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, specification_inputs);
 	tcase_add_test(tc, simd_matches_portable);
 	tcase_add_test(tc, matches_b3sum);
+	tcase_add_test(tc, many_matches_one_by_one);
+	tcase_add_test(tc, many_specification_inputs);
 	suite_add_tcase(s, tc);
 	return s;
 }
