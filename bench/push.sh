@@ -321,7 +321,7 @@ for ds in pg text; do
 		"$(calc "$(med "$ds.restic.pull" 2) / $dpr" .2f) |" \
 		"$(calc "$(med "$ds.zstd.push" 3) / $(med "$ds.dp.push" 3)" .2f) |" \
 		"$(calc "$(med "$ds.restic.push" 3) / $(med "$ds.dp.push" 3)" .2f) |" \
-		"$(calc "$(med "$ds.dp.stored" 2) / $(med "$ds.restic.stored" 2)" .2f) |" \
+		"$(calc "$(med "$ds.dp.stored" 2) / $(med "$ds.restic.stored" 2)" .3f) |" \
 		"$(calc "$(med "$ds.dp.push" 4) / 1024" .0f), $(calc "$(med "$ds.dp.pull" 4) / 1024" .0f) |"
 done
 echo

@@ -4,7 +4,7 @@
  * Structure (always): each index and snapshot object is read, its id checked
  * and decrypted; every pack an index names exists and is long enough; every
  * frame a snapshot names is indexed and holds its slice. With read_data:
- * every indexed pack is read whole, its id (SHA-256) checked, its header
+ * every indexed pack is read whole, its id (dp_pack_id) checked, its header
  * authenticated, every frame opened and the ids of its chunks recomputed;
  * each must be where the index says, and every frame and chunk the index
  * places in a pack must be found there. Packs no index names are reported
@@ -179,10 +179,10 @@ static int read_pack(struct ctx *c, dp_sealer *s, struct seen *sn, struct pack_o
 	c->rep->bytes_read += buf->len;
 	if (c->r->progress)
 		atomic_fetch_add(&c->r->progress->done, buf->len);
-	dp_sha256(h, buf->data, buf->len);
+	dp_pack_id(h, buf->data, buf->len);
 	if (memcmp(h, o->id, DP_HASH_LEN) != 0) {
 		dp_hex(hex, h, sizeof(h));
-		problem(c, "pack \"%s\" is corrupted: its content hashes to %.16s...", key, hex);
+		problem(c, "pack \"%s\" is corrupted: its header hashes to %.16s...", key, hex);
 		return 0;
 	}
 	check_frames(c, s, sn, key, o->id, buf, raw);

@@ -61,6 +61,14 @@ int dp_packer_index(const dp_packer *k, const uint8_t pack_id[DP_HASH_LEN], dp_i
 	return rc;
 }
 
+int dp_pack_id(uint8_t id[DP_HASH_LEN], const uint8_t *pack, size_t len)
+{
+	size_t tail = len;
+	if (len >= 4 && dp_get_u32(pack + len - 4) <= len - 4)
+		tail = 4 + dp_get_u32(pack + len - 4);
+	return dp_sha256(id, pack + len - tail, tail);
+}
+
 int dp_packer_finish(dp_repo *r, dp_aead *a, dp_packer *k)
 {
 	size_t before = k->data.len;

@@ -86,7 +86,7 @@ static int flush(dp_repo *r, dp_packer *k, dp_index *nix, dp_prune_report *rep)
 		return 0;
 	int rc = dp_packer_finish(r, NULL, k);
 	if (!rc)
-		rc = dp_sha256(id, k->data.data, k->data.len);
+		rc = dp_pack_id(id, k->data.data, k->data.len);
 	if (!rc)
 		rc = dp_pack_key(key, sizeof(key), id);
 	if (!rc)

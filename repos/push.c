@@ -8,7 +8,7 @@
  *                      chunks sealed together as one frame (zstd + AES-GCM)
  *   committer thread   in stream order: record the ids, append the frame to
  *                      the open pack; a full pack goes to the upload queue
- *   M upload threads   hash the pack (its id) and put it on the backend
+ *   M upload threads   name the pack (dp_pack_id) and put it on the backend
  *
  * A job is a batch of consecutive chunks, about DP_FRAME_TARGET of the stream:
  * handing work between threads per batch instead of per chunk keeps the
@@ -366,7 +366,7 @@ static void *uploader_main(void *arg)
 
 		uint8_t id[DP_HASH_LEN];
 		char key[100];
-		int rc = dp_sha256(id, k->k.data.data, k->k.data.len);
+		int rc = dp_pack_id(id, k->k.data.data, k->k.data.len);
 		if (!rc)
 			rc = dp_pack_key(key, sizeof(key), id);
 		if (!rc)
