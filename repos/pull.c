@@ -7,18 +7,19 @@
  * (frames that lie back to back in one pack with one ranged get), opens each
  * (AES-GCM, then zstd) and puts the slices in place. A frame whose slices
  * fill a stretch of the run in order (a full push's slices are whole frames)
- * is decompressed straight into the run buffer; other
- * frames go through the thread's frame buffer and are copied out. The
- * caller's thread copies from the ring in stream order. Memory is K run
- * buffers plus a frame buffer and a read buffer per thread, whatever the
- * snapshot size.
+ * is decompressed straight into the run buffer; other frames go through the
+ * thread's frame buffer and are copied out. The caller's thread copies from
+ * the ring in stream order. Memory is K run buffers plus a frame buffer and a
+ * read buffer per thread, whatever the snapshot size (and the index, and 44
+ * bytes per slice).
  *
  * Network backends (DP_BACKEND_F_PARALLEL) get more fetch threads, since
  * there a thread mostly waits for the network.
  *
  * Every byte handed out has been authenticated (the frame id, which the
- * snapshot names, is bound to the frame's ciphertext). A missing pack, a failed authentication or a
- * length that does not match stops the pull with an error naming the pack.
+ * snapshot names, is bound to the frame's ciphertext). A missing pack, a
+ * failed authentication or a length that does not match stops the pull with
+ * an error naming the pack.
  */
 #include <pthread.h>
 #include <stdatomic.h>
