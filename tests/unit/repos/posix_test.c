@@ -327,19 +327,29 @@ START_TEST(t_permission_denied)
 }
 END_TEST
 
+/* Mounts a tmpfs of the given size at mnt (dp_test_dir/name) in a mount
+ * namespace of this forked test's own. False, with a note, where no
+ * namespace can be made: the caller skips what needs it. */
+static bool private_tmpfs(char mnt[PATH_MAX], const char *name, const char *size, const char *test)
+{
+	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+		fprintf(stderr, "%s: cannot make a mount namespace (%s): tmpfs not tried\n", test,
+		        strerror(errno));
+		return false;
+	}
+	char opts[64];
+	snprintf(opts, sizeof(opts), "size=%s", size);
+	mkpath(mnt, "%s/%s", dp_test_dir, name);
+	ck_assert_int_eq(mkdir(mnt, 0700), 0);
+	ck_assert_msg(mount("tmpfs", mnt, "tmpfs", 0, opts) == 0, "mount: %s", strerror(errno));
+	return true;
+}
+
 START_TEST(t_disk_full)
 {
-	/* A private 1 MiB tmpfs, in this forked test only. */
-	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
-		fprintf(stderr, "t_disk_full: cannot make a mount namespace (%s): not run\n",
-		        strerror(errno));
-		return;
-	}
 	char mnt[PATH_MAX];
-	mkpath(mnt, "%s/small", dp_test_dir);
-	ck_assert_int_eq(mkdir(mnt, 0700), 0);
-	ck_assert_msg(mount("tmpfs", mnt, "tmpfs", 0, "size=1m") == 0, "mount: %s",
-	              strerror(errno));
+	if (!private_tmpfs(mnt, "small", "1m", "t_disk_full"))
+		return;
 	dp_backend *b;
 	ck_assert_int_eq(make_posix(&b, mnt), 0);
 	static uint8_t data[2 << 20];
@@ -390,19 +400,10 @@ START_TEST(t_direct_writes)
 	dp_backend *b = open_repo();
 	put_get_sizes(b);
 	dp_backend_free(b);
-	/* tmpfs, which refuses O_DIRECT, in a private mount namespace */
-	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
-		fprintf(stderr,
-		        "t_direct_writes: cannot make a mount namespace (%s): tmpfs "
-		        "not tried\n",
-		        strerror(errno));
-		return;
-	}
+	/* tmpfs, which refuses O_DIRECT */
 	char mnt[PATH_MAX];
-	mkpath(mnt, "%s/tmpfs", dp_test_dir);
-	ck_assert_int_eq(mkdir(mnt, 0700), 0);
-	ck_assert_msg(mount("tmpfs", mnt, "tmpfs", 0, "size=64m") == 0, "mount: %s",
-	              strerror(errno));
+	if (!private_tmpfs(mnt, "tmpfs", "64m", "t_direct_writes"))
+		return;
 	ck_assert_int_eq(make_posix(&b, mnt), 0);
 	put_get_sizes(b);
 	dp_backend_free(b);
