@@ -277,11 +277,10 @@ int dp_repo_check(dp_repo *r, bool read_data, dp_check_report *rep, dp_problem_f
 		}
 		size_t missing = 0, misfit = 0;
 		for (size_t k = 0; k < snap.n; k++) {
-			uint32_t fr = dp_index_find_frame(&ix, snap.frame_ids[k]);
-			if (fr == DP_INDEX_EMPTY)
+			bool fits;
+			if (dp_slice_frame(&ix, &snap, k, &fits) == DP_INDEX_EMPTY)
 				missing++;
-			else if ((uint64_t)snap.start[k] + snap.length[k] >
-			         ix.frames[fr].raw_length)
+			else if (!fits)
 				misfit++;
 		}
 		if (missing)

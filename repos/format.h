@@ -307,6 +307,10 @@ typedef struct dp_snapshot {
 	uint32_t *start, *length;
 } dp_snapshot;
 int dp_snapshot_load(dp_repo *r, const char *id_hex, dp_snapshot *out);
+/* The frame of slice i of s in ix (dp_index_map_frames first), or
+ * DP_INDEX_EMPTY if no index has it; *fits: the slice lies within the
+ * frame's plaintext. */
+uint32_t dp_slice_frame(const dp_index *ix, const dp_snapshot *s, size_t i, bool *fits);
 /* Like dp_snapshot_list, but an unreadable snapshot is an error instead of
  * a warning (prune must know every snapshot before it deletes anything). */
 int dp_snapshot_list_strict(dp_repo *r, dp_snapshot_info **out, size_t *n);

@@ -19,9 +19,16 @@
 
 #define EMPTY DP_INDEX_EMPTY
 
+/* Where an id's probe starts in a table of cap slots (a power of two): ids
+ * are hashes, so their first 8 bytes are uniformly distributed. */
+static size_t home(const uint8_t id[DP_HASH_LEN], size_t cap)
+{
+	return (size_t)dp_get_u64(id) & (cap - 1);
+}
+
 static size_t slot_of(const dp_index *ix, const uint8_t id[DP_HASH_LEN])
 {
-	return (size_t)dp_get_u64(id) & (ix->cap - 1);
+	return home(id, ix->cap);
 }
 
 static int grow(dp_index *ix)
@@ -124,7 +131,7 @@ int dp_index_map_frames(dp_index *ix)
 	for (size_t i = 0; i < cap; i++)
 		fs[i] = EMPTY;
 	for (size_t f = 0; f < ix->nframes; f++) {
-		size_t s = (size_t)dp_get_u64(ix->frames[f].id) & (cap - 1);
+		size_t s = home(ix->frames[f].id, cap);
 		while (fs[s] != EMPTY &&
 		       memcmp(ix->frames[fs[s]].id, ix->frames[f].id, DP_HASH_LEN))
 			s = (s + 1) & (cap - 1);
@@ -141,7 +148,7 @@ uint32_t dp_index_find_frame(const dp_index *ix, const uint8_t id[DP_HASH_LEN])
 {
 	if (!ix->fcap)
 		return EMPTY;
-	size_t s = (size_t)dp_get_u64(id) & (ix->fcap - 1);
+	size_t s = home(id, ix->fcap);
 	while (ix->fslots[s] != EMPTY) {
 		if (memcmp(ix->frames[ix->fslots[s]].id, id, DP_HASH_LEN) == 0)
 			return ix->fslots[s];

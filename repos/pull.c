@@ -86,7 +86,8 @@ static int place_slices(dp_pull *p)
 	if (!(p->locs = malloc((p->snap.n + 1) * sizeof(*p->locs))))
 		return dp_error_set(DP_ERROR, "out of memory");
 	for (size_t i = 0; i < p->snap.n; i++) {
-		uint32_t fr = dp_index_find_frame(&p->ix, p->snap.frame_ids[i]);
+		bool fits;
+		uint32_t fr = dp_slice_frame(&p->ix, &p->snap, i, &fits);
 		if (fr == DP_INDEX_EMPTY) {
 			char hex[DP_ID_HEX];
 			dp_hex(hex, p->snap.frame_ids[i], DP_HASH_LEN);
@@ -96,8 +97,7 @@ static int place_slices(dp_pull *p)
 			                    hex, p->snap.info.id);
 		}
 		const dp_frame *f = &p->ix.frames[fr];
-		if (f->raw_length > dp_frame_max(p->r) ||
-		    (uint64_t)p->snap.start[i] + p->snap.length[i] > f->raw_length)
+		if (f->raw_length > dp_frame_max(p->r) || !fits)
 			return dp_error_set(
 			    DP_ECORRUPT,
 			    "slice %zu of snapshot \"%s\" does not fit in its frame "

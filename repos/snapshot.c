@@ -166,6 +166,14 @@ int dp_snapshot_load(dp_repo *r, const char *id_hex, dp_snapshot *out)
 	return load(r, id_hex, out, true);
 }
 
+uint32_t dp_slice_frame(const dp_index *ix, const dp_snapshot *s, size_t i, bool *fits)
+{
+	uint32_t fr = dp_index_find_frame(ix, s->frame_ids[i]);
+	*fits = fr != DP_INDEX_EMPTY &&
+	        (uint64_t)s->start[i] + s->length[i] <= ix->frames[fr].raw_length;
+	return fr;
+}
+
 void dp_snapshot_free(dp_snapshot *s)
 {
 	free(s->info.meta);
