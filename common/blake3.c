@@ -96,6 +96,7 @@ static void compress(uint32_t cv[8], const uint8_t block[BLOCK_LEN], uint32_t bl
 	s[13] = (uint32_t)(counter >> 32);
 	s[14] = block_len;
 	s[15] = flags;
+#pragma GCC unroll 7
 	for (int r = 0; r < 7; r++) {
 		const uint8_t *w = SCHEDULE[r];
 		G(0, 4, 8, 12, m[w[0]], m[w[1]]);
@@ -188,24 +189,33 @@ static void lanes_portable(const struct lane *l, size_t n, const uint32_t key[8]
 
 /* m[w] = word w of the block at row[i] + off, for each lane i: sixteen
  * 64-byte loads, then a 16x16 transpose of 32-bit words (interleave words,
- * then pairs of words, then 128-bit quarters twice). */
+ * then pairs of words, then 128-bit quarters twice).
+ *
+ * The loops here and over the rounds are unrolled by pragma: GCC at -O2
+ * keeps them as loops, and an array of vectors indexed by a loop variable
+ * lives in memory; unrolled, it stays in registers (one 256 MiB input:
+ * 3.0 -> 4.8 GB/s; the portable compress 0.43 -> 0.77 GB/s). */
 __attribute__((target("avx512f"))) static inline void
 load_transposed(__m512i m[16], const uint8_t *const row[LANES], size_t off)
 {
 	__m512i r[16], a[16];
+#pragma GCC unroll 16
 	for (int i = 0; i < 16; i++)
 		r[i] = _mm512_loadu_si512(row[i] + off);
+#pragma GCC unroll 16
 	for (int i = 0; i < 16; i += 2) {
 		a[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
 		a[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
 	}
 	/* r[4g + j], quarter k: rows 4g..4g+3 of word 4k + j */
+#pragma GCC unroll 16
 	for (int g = 0; g < 4; g++) {
 		r[4 * g + 0] = _mm512_unpacklo_epi64(a[4 * g], a[4 * g + 2]);
 		r[4 * g + 1] = _mm512_unpackhi_epi64(a[4 * g], a[4 * g + 2]);
 		r[4 * g + 2] = _mm512_unpacklo_epi64(a[4 * g + 1], a[4 * g + 3]);
 		r[4 * g + 3] = _mm512_unpackhi_epi64(a[4 * g + 1], a[4 * g + 3]);
 	}
+#pragma GCC unroll 16
 	for (int j = 0; j < 4; j++) {
 		__m512i elo = _mm512_shuffle_i32x4(r[j], r[4 + j], _MM_SHUFFLE(2, 0, 2, 0));
 		__m512i ehi = _mm512_shuffle_i32x4(r[j], r[4 + j], _MM_SHUFFLE(3, 1, 3, 1));
@@ -285,6 +295,7 @@ __attribute__((target("avx512f"))) static void lanes_avx512(const struct lane *l
 		v[13] = chi;
 		v[14] = _mm512_mask_blend_epi32(is_last, _mm512_set1_epi32(BLOCK_LEN), vlast_len);
 		v[15] = _mm512_mask_or_epi32(f, is_last, f, vlast);
+#pragma GCC unroll 7
 		for (int r = 0; r < 7; r++) {
 			const uint8_t *w = SCHEDULE[r];
 			VG(0, 4, 8, 12, m[w[0]], m[w[1]]);
