@@ -419,9 +419,15 @@ int dp_repo_init_backend(dp_backend *b, const dp_repo_init_opts *opts, const cha
 		rc = dp_error_set(DP_EUSAGE, "an empty passphrase is not allowed");
 		goto out;
 	}
-	r.chunk_avg = o.chunk_avg ? o.chunk_avg : DP_DEFAULT_CHUNK_AVG;
-	r.chunk_min = o.chunk_min ? o.chunk_min : r.chunk_avg / 4;
-	r.chunk_max = o.chunk_max ? o.chunk_max : r.chunk_avg * 4;
+	if (o.chunk_avg) {
+		r.chunk_avg = o.chunk_avg;
+		r.chunk_min = o.chunk_min ? o.chunk_min : r.chunk_avg / 4;
+		r.chunk_max = o.chunk_max ? o.chunk_max : r.chunk_avg * 4;
+	} else {
+		r.chunk_min = DP_DEFAULT_CHUNK_MIN;
+		r.chunk_avg = DP_DEFAULT_CHUNK_AVG;
+		r.chunk_max = DP_DEFAULT_CHUNK_MAX;
+	}
 	r.pack_size = o.pack_size ? o.pack_size : DP_DEFAULT_PACK_SIZE;
 	r.zstd_level = o.zstd_level ? o.zstd_level : DP_DEFAULT_ZSTD_LEVEL;
 	if ((rc = check_params(&r)))

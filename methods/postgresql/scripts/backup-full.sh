@@ -12,8 +12,9 @@
 #
 # Env: DP_BACKUP_NAME (snapshot name), DP_DB_*, DP_REPO(+passphrase),
 # DP_PARENT_BACKUP_NAME, DP_BACKUP_INFO_FILE, DP_ZSTD_LEVEL (compression level
-# for this backup's new chunks; the ActionSet sets 1, the fastest). Prints the
-# push result JSON.
+# for this backup's new chunks; the ActionSet sets 1, the fastest),
+# DP_CHUNK_AVG (average content-defined chunk size of this stream; the
+# ActionSet sets 16K). Prints the push result JSON.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 name=${DP_BACKUP_NAME:-${1:-}}
@@ -43,7 +44,8 @@ set +e
 	printf '{"engine":"postgresql","method":"basebackup","systemIdentifier":"%s","serverVersion":%s,"timeline":%s,"startLsn":"%s","stopLsn":"%s","startTime":"%s","stopTime":"%s","parent":"%s"}\n' \
 		"$sysid" "$version" "$tli" "$start_lsn" "$stop_lsn" "$start_time" "$stop_time" \
 		"${DP_PARENT_BACKUP_NAME:-}" >"$work/meta.tmp" && mv "$work/meta.tmp" "$work/meta.json"
-) | "$DPW" stream-push --quiet --json --meta-file "$work/meta.json" ${DP_ZSTD_LEVEL:+--zstd-level "$DP_ZSTD_LEVEL"} "${REPO_ARGS[@]}" "$name" >"$work/push.json"
+) | "$DPW" stream-push --quiet --json --meta-file "$work/meta.json" ${DP_ZSTD_LEVEL:+--zstd-level "$DP_ZSTD_LEVEL"} \
+	${DP_CHUNK_AVG:+--chunk-avg "$DP_CHUNK_AVG"} "${REPO_ARGS[@]}" "$name" >"$work/push.json"
 st=("${PIPESTATUS[@]}")
 set -e
 if [ "${st[0]}" -ne 0 ]; then
