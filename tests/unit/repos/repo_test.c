@@ -152,6 +152,42 @@ START_TEST(chunk_sizes_bounded)
 }
 END_TEST
 
+/* The chunker parameters the config records: 16K/32K/128K when init is
+ * given none, avg/4 and avg*4 around a given average; a push cuts within
+ * them. */
+static bool config_has(const char *want)
+{
+	char path[PATH_MAX + 16], buf[1024];
+	snprintf(path, sizeof(path), "%s/config", repo_path);
+	FILE *f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	return strstr(buf, want) != NULL;
+}
+
+START_TEST(default_chunking)
+{
+	dp_repo *r = make_repo(0, 0);
+	ck_assert(config_has("\"chunker\":{\"min\":16384,\"avg\":32768,\"max\":131072}"));
+	size_t n = 16 * 1024 * 1024;
+	uint8_t *d = make_data(n, 61);
+	for (size_t i = 0; i < n; i++)
+		d[i] ^= (uint8_t)(i * 131);
+	dp_push_result res;
+	ck_assert_msg(push_buf(r, "a", d, n, 1 << 20, &res) == 0, "%s", dp_error_last());
+	double avg = (double)n / (double)res.blobs;
+	ck_assert_msg(avg > 24000 && avg < 80000, "average chunk %.0f", avg);
+	dp_repo_free(r);
+	dp_test_rmrf(repo_path);
+	r = make_repo(8192, 0);
+	ck_assert(config_has("\"chunker\":{\"min\":2048,\"avg\":8192,\"max\":32768}"));
+	dp_repo_free(r);
+	free(d);
+}
+END_TEST
+
 START_TEST(dedup_and_insertion)
 {
 	dp_repo *r = make_repo(16384, 1024 * 1024);
@@ -449,7 +485,7 @@ END_TEST
  * frames in a slice per unchanged stretch. */
 START_TEST(snapshot_slices)
 {
-	dp_repo *r = make_repo(0, 0); /* 16 KiB chunks, ~1 MiB frames */
+	dp_repo *r = make_repo(0, 0); /* 32 KiB chunks, ~1 MiB frames */
 	size_t n = 8 * 1024 * 1024;
 	uint8_t *a = make_data(n, 51), *b = malloc(n);
 	memcpy(b, a, n);
@@ -993,6 +1029,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, round_trip_sizes);
 	tcase_add_test(tc, chunk_sizes_bounded);
+	tcase_add_test(tc, default_chunking);
 	tcase_add_test(tc, dedup_and_insertion);
 	tcase_add_test(tc, wrong_passphrase_and_init_twice);
 	tcase_add_test(tc, flipped_byte_fails_authentication);
