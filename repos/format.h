@@ -98,7 +98,7 @@
 
 #define DP_FORMAT_VERSION 3
 /* Chunking when dp repo init is given no chunk sizes. 32 KiB on average:
- * half the index entries of 16 KiB (40 bytes stored and ~50 in memory per
+ * half the index entries of 16 KiB (40 bytes stored and ~90 in memory per
  * chunk), and the minimum at half the average, as no byte before it is
  * hashed: bench/push.sh's pg tar push ~6% faster than with 16K/4K, and
  * bench/pg.sh's tar-stream backups store the same at 32K with a 16K or an
