@@ -25,6 +25,8 @@
 #   METHODS=filebackup bash bench/pg.sh   # one dp method (filebackup, basebackup)
 #   SCALE=10 BENCH_DIR=/tmp/x bash bench/pg.sh
 #   DP_INIT_OPTS="--chunk-avg 16K" bash bench/pg.sh   # repo init options
+#   DP_CHUNK_AVG= bash bench/pg.sh        # basebackup at the repository's chunk
+#                                         # size instead of its ActionSet's 16K
 #   DP_ZSTD_LEVEL= bash bench/pg.sh       # the repository's zstd level instead
 #                                         # of the ActionSets' (1)
 set -euo pipefail
@@ -38,6 +40,7 @@ LIGHT=${LIGHT:-1000}
 RANDTEXT_ROWS=${RANDTEXT_ROWS:-1000000}
 RUNS=${RUNS:-1}
 METHODS=${METHODS:-filebackup basebackup}
+BB_CHUNK_AVG=${DP_CHUNK_AVG-16K} # basebackup's, as its ActionSet sets it
 U=nobody
 [ "$(id -u)" -eq 0 ] || { echo "bench/pg.sh: run as root (servers run as $U)" >&2; exit 2; }
 command -v pgbackrest >/dev/null || { echo "bench/pg.sh: pgbackrest is not installed (scripts/install-deps.sh)" >&2; exit 2; }
@@ -138,9 +141,16 @@ run_dp() {
 	sync # the copy's writeback must not run during the timed backup
 	sleep 2
 	export DP_ZSTD_LEVEL=${DP_ZSTD_LEVEL-1} # as the postgresql ActionSets set it
-	# as postgresql-filebackup sets it (basebackup's tar stream is cut
-	# content-defined)
-	if [ "$script" = backup-files.sh ]; then export DP_BLOCK_SIZE=8K; else unset DP_BLOCK_SIZE; fi
+	# as the ActionSets set them: postgresql-filebackup cuts relation files in
+	# 8 KiB blocks, postgresql-basebackup its tar stream in 16 KiB
+	# content-defined chunks
+	if [ "$script" = backup-files.sh ]; then
+		export DP_BLOCK_SIZE=8K
+		unset DP_CHUNK_AVG
+	else
+		unset DP_BLOCK_SIZE
+		export DP_CHUNK_AVG=$BB_CHUNK_AVG
+	fi
 	export DP_REPO=$d/repo DP_REPO_PASSPHRASE=bench-passphrase DP_WORKER=$BIN/dp-worker DP_PG_BIN=$PGB
 	export DP_DB_HOST=$dir DP_DB_PORT=$P DP_DB_USER=$U DP_DATA_DIR=$d/data
 	# shellcheck disable=SC2086
