@@ -21,7 +21,8 @@
  * (raw batch and sealed frame), M+1 pack buffers of the pack size, one
  * gather buffer per worker. What grows with the stream is the list of chunk
  * ids (36 bytes per chunk) and the index of new chunks (~110 bytes per new
- * chunk), i.e. ~9 MB per GB at the default 16 KiB chunks.
+ * chunk, more just after its table doubles): ~5 MB per GB of new data at the
+ * default 32 KiB chunks (README, Performance).
  *
  * One mutex guards the shared state (slot states, sequence counters, pack
  * pool, upload queue, the index of new chunks); each stage waits on its
