@@ -19,10 +19,16 @@
  *
  * Memory is a fixed set of buffers whatever the stream size: K job slots
  * (raw batch and sealed frame), M+1 pack buffers of the pack size, one
- * gather buffer per worker. What grows with the stream is the list of chunk
- * ids (36 bytes per chunk) and the index of new chunks (~110 bytes per new
- * chunk, more just after its table doubles): ~5 MB per GB of new data at the
- * default 32 KiB chunks (README, Performance).
+ * gather buffer per worker. Per chunk, the push holds its id and length
+ * (36 bytes, until its place is known and it joins a slice of the snapshot)
+ * and, for a chunk it stores, an index entry (~60-120 bytes: to find it
+ * again later in the stream, and to write the index). Once a window of
+ * DP_PUSH_WINDOW chunks has gone by, the pipeline is drained and both are
+ * written out (spill): the chunks become slices (40 bytes per stretch of a
+ * frame, ~40 KB per GB of a new stream), the index of new chunks an index
+ * object, and the push goes on with an empty one. The price: a chunk that
+ * comes back in a later window of the same push is stored again (once per
+ * window); later pushes find it in the repository's index as usual.
  *
  * One mutex guards the shared state (slot states, sequence counters, pack
  * pool, upload queue, the index of new chunks); each stage waits on its
@@ -105,6 +111,15 @@ struct dp_push {
 	bool uploads_closing;
 
 	dp_buf entries; /* the stream's chunks (ENTRY_LEN each), committer only */
+	/* The snapshot's slices so far (make_slices); the last one's offset,
+	 * valid when nslices > 0; the chunks already turned into slices. */
+	dp_buf slices;
+	size_t nslices, last_slice;
+	uint64_t sliced;
+	/* Spilling (take_slot): chunks submitted since the last spill, and the
+	 * caller's request that the committer finish its open pack. */
+	size_t window, held;
+	bool flush;
 	pthread_t *workers;
 	int nworkers, nuploaders, started_workers, started_uploaders;
 	pthread_t committer;
@@ -285,12 +300,28 @@ static void *committer_main(void *arg)
 		pthread_mutex_lock(&p->mu);
 		struct job *j = &p->jobs[p->next_commit % p->njobs];
 		while (!p->failed && !(p->next_commit < p->next_fill && j->state == JOB_DONE) &&
-		       !(p->closing && p->next_commit == p->next_fill))
+		       !(p->next_commit == p->next_fill && (p->closing || p->flush)))
 			pthread_cond_wait(&p->cv_done, &p->mu);
-		bool stop = p->failed || p->next_commit == p->next_fill;
+		bool idle = p->next_commit == p->next_fill;
+		bool flush = !p->failed && idle && p->flush && !p->closing;
+		bool stop = p->failed || (idle && !flush);
 		pthread_mutex_unlock(&p->mu);
 		if (stop)
 			break;
+		if (flush) {
+			/* Every job so far committed: the open pack goes out now,
+			 * so that every chunk has its place (spill). */
+			if (k) {
+				if ((rc = pack_finish(p, a, k)))
+					goto out;
+				k = NULL;
+			}
+			pthread_mutex_lock(&p->mu);
+			p->flush = false;
+			pthread_cond_broadcast(&p->cv_pack);
+			pthread_mutex_unlock(&p->mu);
+			continue;
+		}
 
 		for (size_t i = 0; i < j->n; i++) {
 			const struct chunk *c = &j->chunks[i];
@@ -419,6 +450,7 @@ static void push_free(dp_push *p)
 	dp_keylist_free(&p->known_keys);
 	dp_index_free(&p->fresh);
 	dp_buf_free(&p->entries);
+	dp_buf_free(&p->slices);
 	free(p->info.meta);
 	dp_lock_release(p->lock);
 	pthread_mutex_destroy(&p->mu);
@@ -476,6 +508,7 @@ int dp_push_begin(dp_push **out, dp_repo *r, const char *name, const char *kind)
 	p->info.time = (int64_t)now.tv_sec;
 	p->info.nsec = (int32_t)now.tv_nsec;
 	dp_chunker_init(&p->chunker, r->gear, r->cut_min, r->cut_avg, r->cut_max);
+	p->window = DP_PUSH_WINDOW;
 
 	if ((rc = dp_lock_acquire(&p->lock, r, false, "push")))
 		goto fail;
@@ -539,6 +572,11 @@ fail:
 	return rc;
 }
 
+void dp_push_set_window(dp_push *p, size_t chunks)
+{
+	p->window = chunks;
+}
+
 int dp_push_set_meta(dp_push *p, const char *json)
 {
 	cJSON *j = cJSON_Parse(json);
@@ -574,6 +612,7 @@ static void submit(dp_push *p)
 		                                   .len = (uint32_t)(j->len - j->chunk_start)};
 		j->chunk_start = j->len;
 	}
+	p->held += j->n;
 	pthread_mutex_lock(&p->mu);
 	p->cur->state = JOB_FILLED;
 	p->next_fill++;
@@ -582,9 +621,17 @@ static void submit(dp_push *p)
 	pthread_mutex_unlock(&p->mu);
 }
 
-/* Waits for the next slot in order to be free. */
+static int spill(dp_push *p);
+
+/* Waits for the next slot in order to be free; spills first once a window
+ * of chunks has gone by. */
 static int take_slot(dp_push *p)
 {
+	if (p->window && p->held >= p->window) {
+		int rc = spill(p);
+		if (rc)
+			return rc;
+	}
 	pthread_mutex_lock(&p->mu);
 	struct job *j = &p->jobs[p->next_fill % p->njobs];
 	while (!p->failed && j->state != JOB_FREE)
@@ -749,16 +796,17 @@ static int still_valid(dp_push *p)
 	return rc;
 }
 
-/* The snapshot's slices (format.h) from the list of the stream's chunks:
- * each chunk's frame and place, from the repository's index or, for a chunk
- * this push stored, from its own (complete once every pack is written);
- * chunks that follow each other in a frame make one slice. */
-static int make_slices(dp_push *p, dp_buf *out, size_t *n)
+/* Turns the chunks in p->entries into the snapshot's slices (format.h),
+ * appended to p->slices, and empties the list: each chunk's frame and place,
+ * from the repository's index or, for a chunk this push stored, from its own
+ * (complete for every chunk committed once the packs holding them are
+ * written); chunks that follow each other in a frame make one slice, also
+ * across calls. Only when no thread is working: at a spill or the commit. */
+static int make_slices(dp_push *p)
 {
 	const uint8_t *e = p->entries.data;
-	size_t last = 0; /* offset of the last slice in out, valid when *n > 0 */
-	*n = 0;
-	for (uint64_t i = 0; i < p->blobs; i++, e += ENTRY_LEN) {
+	size_t n = p->entries.len / ENTRY_LEN;
+	for (size_t i = 0; i < n; i++, e += ENTRY_LEN) {
 		const dp_index *ix = &p->known;
 		const dp_blob_loc *l = dp_index_find(ix, e);
 		if (!l) {
@@ -769,10 +817,10 @@ static int make_slices(dp_push *p, dp_buf *out, size_t *n)
 			return dp_error_set(DP_ERROR,
 			                    "push: chunk %llu of the stream has no place "
 			                    "(internal error); nothing was committed",
-			                    (unsigned long long)i);
+			                    (unsigned long long)(p->sliced + i));
 		const uint8_t *fid = ix->frames[l->frame].id;
-		uint8_t *q = out->data + last;
-		if (*n && memcmp(q, fid, DP_HASH_LEN) == 0 &&
+		uint8_t *q = p->slices.data + p->last_slice;
+		if (p->nslices && memcmp(q, fid, DP_HASH_LEN) == 0 &&
 		    dp_get_u32(q + DP_HASH_LEN) + dp_get_u32(q + DP_HASH_LEN + 4) == l->inner) {
 			dp_set_u32(q + DP_HASH_LEN + 4,
 			           dp_get_u32(q + DP_HASH_LEN + 4) + l->raw_length);
@@ -782,20 +830,64 @@ static int make_slices(dp_push *p, dp_buf *out, size_t *n)
 		memcpy(sl, fid, DP_HASH_LEN);
 		dp_set_u32(sl + DP_HASH_LEN, l->inner);
 		dp_set_u32(sl + DP_HASH_LEN + 4, l->raw_length);
-		last = out->len;
-		int rc = dp_buf_append(out, sl, sizeof(sl));
+		size_t at = p->slices.len;
+		int rc = dp_buf_append(&p->slices, sl, sizeof(sl));
 		if (rc)
 			return rc;
-		(*n)++;
+		p->last_slice = at;
+		p->nslices++;
 	}
+	p->sliced += n;
+	dp_buf_reset(&p->entries);
+	return 0;
+}
+
+/* Counts the pack buffers back in the pool. Call with mu held. */
+static size_t packs_free(const dp_push *p)
+{
+	size_t n = 0;
+	for (const struct pack *k = p->free_packs; k; k = k->next)
+		n++;
+	return n;
+}
+
+/* Writes out what the push holds per chunk once a window of chunks has gone
+ * by (see the top): drains the pipeline (every submitted job committed, the
+ * open pack finished, every pack written), turns the chunks into slices,
+ * writes the index of the chunks stored so far and starts an empty one.
+ * Nothing else runs meanwhile: the workers wait for jobs, the committer and
+ * the uploaders for work. */
+static int spill(dp_push *p)
+{
+	pthread_mutex_lock(&p->mu);
+	p->flush = true;
+	pthread_cond_broadcast(&p->cv_done);
+	while (!p->failed && (p->flush || p->uploads || packs_free(p) < p->npacks))
+		pthread_cond_wait(&p->cv_pack, &p->mu);
+	bool failed = p->failed;
+	pthread_mutex_unlock(&p->mu);
+	if (failed)
+		return push_error(p);
+	uint64_t written = 0;
+	int rc = make_slices(p);
+	if (!rc && p->fresh.count)
+		rc = dp_index_write(p->r, &p->fresh, &written);
+	if (rc) {
+		fail(p, rc);
+		return rc;
+	}
+	pthread_mutex_lock(&p->mu);
+	dp_index_free(&p->fresh);
+	p->stored += written;
+	pthread_mutex_unlock(&p->mu);
+	p->held = 0;
 	return 0;
 }
 
 int dp_push_commit(dp_push *p, dp_push_result *res)
 {
 	char id[DP_ID_HEX];
-	dp_buf snap = {0}, slices = {0};
-	size_t nslices = 0;
+	dp_buf snap = {0};
 	int rc = 0;
 	if (p->cur && p->cur->len > 0)
 		submit(p);
@@ -806,7 +898,7 @@ int dp_push_commit(dp_push *p, dp_push_result *res)
 	free_buffers(p);
 	if ((rc = push_error(p)) || (rc = still_valid(p)))
 		goto out;
-	if ((rc = make_slices(p, &slices, &nslices)))
+	if ((rc = make_slices(p)))
 		goto out;
 	dp_buf_free(&p->entries);
 	dp_index_free(&p->known);
@@ -815,9 +907,9 @@ int dp_push_commit(dp_push *p, dp_push_result *res)
 	dp_index_free(&p->fresh);
 	p->info.size = p->size;
 	p->info.blobs = p->blobs;
-	if ((rc = dp_snapshot_encode(&p->info, slices.data, nslices, &snap)))
+	if ((rc = dp_snapshot_encode(&p->info, p->slices.data, p->nslices, &snap)))
 		goto out;
-	dp_buf_free(&slices);
+	dp_buf_free(&p->slices);
 	/* The snapshot last: only now does the backup exist. */
 	if ((rc = dp_object_write(p->r, "snapshot", "snapshots", snap.data, snap.len, id,
 	                          &p->stored)))
@@ -836,7 +928,6 @@ int dp_push_commit(dp_push *p, dp_push_result *res)
 	}
 out:
 	dp_buf_free(&snap);
-	dp_buf_free(&slices);
 	push_free(p);
 	return rc;
 }

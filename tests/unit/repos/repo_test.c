@@ -188,6 +188,94 @@ START_TEST(default_chunking)
 }
 END_TEST
 
+static void problems(const char *msg, void *arg);
+
+/* A push that holds at most `window` chunks before writing them out. */
+static int push_window(dp_repo *r, const char *name, const uint8_t *d, size_t n, size_t window,
+                       dp_push_result *res)
+{
+	dp_push *p = NULL;
+	int rc = dp_push_begin(&p, r, name, "stream");
+	if (rc)
+		return rc;
+	dp_push_set_window(p, window);
+	for (size_t off = 0; off < n; off += 300000) {
+		size_t k = n - off < 300000 ? n - off : 300000;
+		if ((rc = dp_push_write(p, d + off, k))) {
+			dp_push_abort(p);
+			return rc;
+		}
+	}
+	return dp_push_commit(p, res);
+}
+
+static int count_key(const char *key, uint64_t size, void *arg)
+{
+	(void)key;
+	(void)size;
+	(*(size_t *)arg)++;
+	return 0;
+}
+
+/* A push longer than its window writes its chunks out as it goes (slices
+ * so far, an index object per window) and still reads back exactly; a
+ * chunk repeated within a window is stored once, one repeated a window
+ * later again; the next push finds them all in the repository. */
+START_TEST(long_push_spills)
+{
+	dp_repo *r = make_repo(0, 512 * 1024);
+	size_t part = 6 * 1024 * 1024, n = 3 * part;
+	uint8_t *d = malloc(n), *u = make_data(2 * part, 71);
+	for (size_t i = 0; i < 2 * part; i++)
+		u[i] ^= (uint8_t)(i * 131);
+	memcpy(d, u, 2 * part);
+	memcpy(d + 2 * part, u, part); /* the first third again, windows later */
+	dp_push_result one, many, again;
+	/* the same bytes without spilling, for comparison */
+	ck_assert_msg(push_window(r, "one", d, 2 * part, 0, &one) == 0, "%s", dp_error_last());
+	dp_repo_free(r);
+	dp_test_rmrf(repo_path);
+	r = make_repo(0, 512 * 1024);
+	ck_assert_msg(push_window(r, "many", d, n, 40, &many) == 0, "%s", dp_error_last());
+	size_t indexes = 0;
+	dp_backend *b = dp_repo_backend(r);
+	b->list(b, "index/", count_key, &indexes);
+	/* ~18 MiB in ~45 KiB chunks, 40 per window of jobs of ~23: ~9 spills */
+	ck_assert_msg(indexes >= 6, "%zu index objects", indexes);
+	ck_assert_uint_eq(many.size, n);
+	/* the repeated third is stored again: it came back windows later */
+	ck_assert_uint_eq(many.blobs_new, many.blobs);
+	ck_assert_uint_gt(many.stored, one.stored + one.stored / 3);
+	uint8_t *back;
+	size_t bn;
+	ck_assert(pull_buf(r, "many", &back, &bn) == 0);
+	ck_assert(bn == n && memcmp(back, d, n) == 0);
+	free(back);
+	dp_buf msgs = {0};
+	ck_assert_msg(dp_repo_check(r, true, NULL, problems, &msgs) == 0, "%.*s", (int)msgs.len,
+	              (char *)msgs.data);
+	dp_buf_free(&msgs);
+	/* everything is in the repository now, windows or not */
+	ck_assert_msg(push_window(r, "again", d, n, 40, &again) == 0, "%s", dp_error_last());
+	ck_assert_uint_eq(again.blobs_new, 0);
+	ck_assert(pull_buf(r, "again", &back, &bn) == 0);
+	ck_assert(bn == n && memcmp(back, d, n) == 0);
+	free(back);
+	/* prune keeps what the two snapshots need, and they still read back */
+	size_t removed = 0;
+	ck_assert_int_eq(dp_snapshot_remove(r, "many", &removed), 0);
+	dp_prune_report rep;
+	ck_assert_msg(dp_repo_prune(r, 0.5, &rep) == 0, "%s", dp_error_last());
+	ck_assert(pull_buf(r, "again", &back, &bn) == 0);
+	ck_assert(bn == n && memcmp(back, d, n) == 0);
+	free(back);
+	ck_assert_int_eq(dp_repo_check(r, true, NULL, NULL, NULL), 0);
+	free(u);
+	free(d);
+	dp_repo_free(r);
+}
+END_TEST
+
 START_TEST(dedup_and_insertion)
 {
 	dp_repo *r = make_repo(16384, 1024 * 1024);
@@ -1030,6 +1118,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, round_trip_sizes);
 	tcase_add_test(tc, chunk_sizes_bounded);
 	tcase_add_test(tc, default_chunking);
+	tcase_add_test(tc, long_push_spills);
 	tcase_add_test(tc, dedup_and_insertion);
 	tcase_add_test(tc, wrong_passphrase_and_init_twice);
 	tcase_add_test(tc, flipped_byte_fails_authentication);
