@@ -18,6 +18,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -757,6 +760,16 @@ int dp_cli_main(const char *prog, const dp_cli_command *cmds, size_t n, int argc
 {
 	const char *ran = NULL;
 	dp_log_set_prog(prog);
+#ifdef __GLIBC__
+	/* Buffers of 1 MiB and more (job slots, packs, frames, index tables)
+	 * straight from mmap and back to the kernel when freed. By default glibc
+	 * raises this threshold each time such a buffer is freed and then serves
+	 * them from its heaps, where they fragment: a 50 GB push that writes
+	 * out its index every 64 Ki chunks peaked at 90 MiB instead of 74, and
+	 * the 1.6 GB pg tar pushed in 1.36 s instead of 1.25 and pulled in 0.63
+	 * s instead of 0.51 (medians of 5, alternating). */
+	mallopt(M_MMAP_THRESHOLD, 1 << 20);
+#endif
 	int rc = dp_cli_dispatch(prog, cmds, n, NULL, argc, argv, &ran);
 	if (rc && dp_error_last()[0])
 		fprintf(stderr, "%s%s%s: %s\n", prog, ran ? " " : "", ran ? ran : "",
