@@ -50,13 +50,17 @@ static uint8_t *make_data(size_t n, uint32_t seed)
 	return d;
 }
 
-static int push_buf(dp_repo *r, const char *name, const uint8_t *d, size_t n, size_t step,
-                    dp_push_result *res)
+/* Pushes d in writes of step bytes; window: as dp_push_set_window, SIZE_MAX
+ * for the default. */
+static int push_stream(dp_repo *r, const char *name, const uint8_t *d, size_t n, size_t step,
+                       size_t window, dp_push_result *res)
 {
 	dp_push *p = NULL;
 	int rc = dp_push_begin(&p, r, name, "stream");
 	if (rc)
 		return rc;
+	if (window != SIZE_MAX)
+		dp_push_set_window(p, window);
 	for (size_t off = 0; off < n; off += step) {
 		size_t k = n - off < step ? n - off : step;
 		if ((rc = dp_push_write(p, d + off, k))) {
@@ -65,6 +69,12 @@ static int push_buf(dp_repo *r, const char *name, const uint8_t *d, size_t n, si
 		}
 	}
 	return dp_push_commit(p, res);
+}
+
+static int push_buf(dp_repo *r, const char *name, const uint8_t *d, size_t n, size_t step,
+                    dp_push_result *res)
+{
+	return push_stream(r, name, d, n, step, SIZE_MAX, res);
 }
 
 static int pull_buf(dp_repo *r, const char *name, uint8_t **out, size_t *n)
@@ -190,25 +200,6 @@ END_TEST
 
 static void problems(const char *msg, void *arg);
 
-/* A push that holds at most `window` chunks before writing them out. */
-static int push_window(dp_repo *r, const char *name, const uint8_t *d, size_t n, size_t window,
-                       dp_push_result *res)
-{
-	dp_push *p = NULL;
-	int rc = dp_push_begin(&p, r, name, "stream");
-	if (rc)
-		return rc;
-	dp_push_set_window(p, window);
-	for (size_t off = 0; off < n; off += 300000) {
-		size_t k = n - off < 300000 ? n - off : 300000;
-		if ((rc = dp_push_write(p, d + off, k))) {
-			dp_push_abort(p);
-			return rc;
-		}
-	}
-	return dp_push_commit(p, res);
-}
-
 static int count_key(const char *key, uint64_t size, void *arg)
 {
 	(void)key;
@@ -232,11 +223,12 @@ START_TEST(long_push_spills)
 	memcpy(d + 2 * part, u, part); /* the first third again, windows later */
 	dp_push_result one, many, again;
 	/* the same bytes without spilling, for comparison */
-	ck_assert_msg(push_window(r, "one", d, 2 * part, 0, &one) == 0, "%s", dp_error_last());
+	ck_assert_msg(push_stream(r, "one", d, 2 * part, 300000, 0, &one) == 0, "%s",
+	              dp_error_last());
 	dp_repo_free(r);
 	dp_test_rmrf(repo_path);
 	r = make_repo(0, 512 * 1024);
-	ck_assert_msg(push_window(r, "many", d, n, 40, &many) == 0, "%s", dp_error_last());
+	ck_assert_msg(push_stream(r, "many", d, n, 300000, 40, &many) == 0, "%s", dp_error_last());
 	size_t indexes = 0;
 	dp_backend *b = dp_repo_backend(r);
 	b->list(b, "index/", count_key, &indexes);
@@ -256,7 +248,8 @@ START_TEST(long_push_spills)
 	              (char *)msgs.data);
 	dp_buf_free(&msgs);
 	/* everything is in the repository now, windows or not */
-	ck_assert_msg(push_window(r, "again", d, n, 40, &again) == 0, "%s", dp_error_last());
+	ck_assert_msg(push_stream(r, "again", d, n, 300000, 40, &again) == 0, "%s",
+	              dp_error_last());
 	ck_assert_uint_eq(again.blobs_new, 0);
 	ck_assert(pull_buf(r, "again", &back, &bn) == 0);
 	ck_assert(bn == n && memcmp(back, d, n) == 0);
