@@ -176,8 +176,7 @@ static int push_cut_cb(void *arg, uint32_t block)
 	return dp_push_cut(arg, block);
 }
 
-/* Reads straight into the push's buffers (no copy). */
-static int push_fd(dp_push *p, int fd, const char *what)
+int dp_worker_push_fd(dp_push *p, int fd, const char *what)
 {
 	int rc = 0;
 	for (;;) {
@@ -543,7 +542,7 @@ int dp_worker_push(int argc, char **argv)
 		if (!rc)
 			rc = dp_tar_writer_close(tw);
 	} else {
-		rc = push_fd(push, fd, what);
+		rc = dp_worker_push_fd(push, fd, what);
 	}
 	dp_cli_progress_stop(pr);
 	pr = NULL;

@@ -1112,24 +1112,8 @@ int dp_worker_stream_push(int argc, char **argv)
 		goto out;
 	if ((rc = dp_push_begin(&push, repo, name, "stream")))
 		goto out;
-	/* Read straight into the push's buffers (no copy). */
-	for (;;) {
-		uint8_t *buf;
-		size_t room;
-		if ((rc = dp_push_buffer(push, &buf, &room)))
-			goto out;
-		ssize_t n = read(STDIN_FILENO, buf, room < (1u << 20) ? room : (1u << 20));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = dp_error_errno(DP_ERROR, errno, "cannot read standard input");
-			goto out;
-		}
-		if (n == 0)
-			break;
-		if ((rc = dp_push_filled(push, (size_t)n)))
-			goto out;
-	}
+	if ((rc = dp_worker_push_fd(push, STDIN_FILENO, "standard input")))
+		goto out;
 	if (o.meta_file) {
 		rc = read_file(&meta, o.meta_file);
 		if (rc == DP_ENOTFOUND || (!rc && meta.len == 0)) {

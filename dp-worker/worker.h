@@ -30,4 +30,10 @@ int dp_worker_key_rm(int argc, char **argv); /* key.c */
  * before this returns, and applies --threads. (open.c) */
 int dp_worker_open_repo(dp_repo **out, const dp_cli *c);
 
+/* Pushes everything fd gives until its end, read straight into the push's
+ * buffers (no copy), 1 MiB at most per read; a signal caught by
+ * dp_cli_catch_signals stops it ("interrupted by ..."). what names fd in a
+ * read error. (push.c) */
+int dp_worker_push_fd(dp_push *p, int fd, const char *what);
+
 #endif
